@@ -1,0 +1,91 @@
+"""The Beam graph: ReadTelemetry -> SanitizeRecords -> WriteMinimizedParquet (+ quarantine, stats).
+
+Beam code only wires; every rule lives in `transforms/` as plain functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import apache_beam as beam
+from apache_beam import pvalue
+
+from pipeline.io import ReadTelemetry, WriteMinimizedParquet, WriteQuarantine
+from transforms.records import SanitizeContext, sanitize_lines
+
+QUARANTINE = "quarantine"
+STATS = "stats"
+
+
+class _SanitizeBatch(beam.DoFn):
+    """One batch of lines -> (partition, table) outputs, a quarantine table, a stats Counter."""
+
+    def __init__(self, ctx: SanitizeContext) -> None:
+        self._ctx_state = ctx.__getstate__()
+
+    def setup(self) -> None:
+        # Caches (hosts, pseudonyms, the suffix list) are built once per worker.
+        self.ctx = SanitizeContext(**self._ctx_state)
+
+    def process(self, element):
+        source, index, lines = element
+        result = sanitize_lines(self.ctx, source, index, lines)
+        yield pvalue.TaggedOutput(STATS, result.stats)
+        if result.quarantine is not None:
+            yield pvalue.TaggedOutput(QUARANTINE, result.quarantine)
+        for key, table in result.outputs.items():
+            yield tuple(key), table
+
+
+class SanitizeRecords(beam.PTransform):
+    """Line batches -> sanitized Arrow tables keyed by partition, plus quarantine and stats outputs."""
+
+    def __init__(self, ctx: SanitizeContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def expand(self, batches):
+        return batches | "Sanitize" >> beam.ParDo(_SanitizeBatch(self.ctx)).with_outputs(
+            QUARANTINE, STATS, main="records")
+
+
+class SumCounters(beam.CombineFn):
+    """Adds up Counters; the run report is the sum of what every batch and writer saw."""
+
+    def create_accumulator(self) -> Counter:
+        return Counter()
+
+    def add_input(self, acc: Counter, item: Counter) -> Counter:
+        acc.update(item)
+        return acc
+
+    def merge_accumulators(self, accs) -> Counter:
+        total = Counter()
+        for acc in accs:
+            total.update(acc)
+        return total
+
+    def extract_output(self, acc: Counter) -> Counter:
+        return acc
+
+
+def _write_stats(stats: Counter, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(dict(stats), fh, sort_keys=True)
+
+
+def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: SanitizeContext,
+                   batch_lines: int = 5000) -> None:
+    """Attach the sanitizing graph to `p`; results land in `staging_dir`."""
+    batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes)
+    sanitized = batches | "SanitizeRecords" >> SanitizeRecords(ctx)
+    write_stats = sanitized.records | "WriteMinimizedParquet" >> WriteMinimizedParquet(staging_dir)
+    quarantine_stats = sanitized[QUARANTINE] | "WriteQuarantine" >> WriteQuarantine(staging_dir)
+    (
+        (sanitized[STATS], write_stats, quarantine_stats)
+        | "AllStats" >> beam.Flatten()
+        | "SumStats" >> beam.CombineGlobally(SumCounters())
+        | "WriteStats" >> beam.Map(_write_stats, os.path.join(staging_dir, "_stats.json"))
+    )

@@ -1,0 +1,270 @@
+"""Reading telemetry files and writing minimised Parquet: the Beam I/O transforms.
+
+Reads move in batches of lines (one Beam element per few thousand records);
+writes go to a staging area first and are finalised per partition, where
+producer retries meet and are removed, so a partially failed run never leaves
+half-written output behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.records import HIDDEN_COLUMNS, QUARANTINE_SCHEMA, PartitionKey
+
+GZIP_MAGIC = b"\x1f\x8b"
+READ_BUFFER = 1 << 20
+COMPRESSION = "zstd"
+
+
+class InputError(ValueError):
+    """No input matched, or an input cannot be opened: a configuration problem."""
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Sorted, de-duplicated files matching the globs; a glob matching nothing is an error."""
+    files: list[str] = []
+    for pattern in patterns:
+        matched = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+        if not matched:
+            raise InputError(f"--input {pattern!r}: no file matches")
+        files.extend(matched)
+    return list(dict.fromkeys(os.path.abspath(f) for f in files))
+
+
+def open_telemetry(path: str):
+    """Binary stream of a file, gunzipped when it is gzip (by content, not by name)."""
+    raw = open(path, "rb", buffering=READ_BUFFER)
+    if raw.peek(2)[:2] == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    return raw
+
+
+def iter_lines(stream, max_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line without newline); a line over `max_bytes` is cut to max_bytes+1
+    bytes, which is enough to quarantine it as too long without holding it whole."""
+    line_no = 0
+    while True:
+        line = stream.readline(max_bytes + 2)
+        if not line:
+            return
+        line_no += 1
+        if not line.endswith(b"\n") and len(line) > max_bytes:
+            while True:  # skip the rest of an oversized line
+                rest = stream.readline(READ_BUFFER)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield line_no, line[: max_bytes + 1]
+            continue
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        yield line_no, line
+
+
+class _ReadLineBatches(beam.DoFn):
+    """(file index, path) -> (path, file index, [(line number, bytes), ...]) batches."""
+
+    def __init__(self, batch_lines: int, max_line_bytes: int) -> None:
+        self.batch_lines = batch_lines
+        self.max_line_bytes = max_line_bytes
+
+    def process(self, element: tuple[int, str]):
+        index, path = element
+        batch: list[tuple[int, bytes | None]] = []
+        last = 0
+        with open_telemetry(path) as stream:
+            try:
+                for numbered in iter_lines(stream, self.max_line_bytes):
+                    last = numbered[0]
+                    batch.append(numbered)
+                    if len(batch) >= self.batch_lines:
+                        yield path, index, batch
+                        batch = []
+            except (OSError, EOFError):  # e.g. a cut-off .gz: keep what was read; None marks the loss
+                batch.append((last + 1, None))
+        if batch:
+            yield path, index, batch
+
+
+class ReadTelemetry(beam.PTransform):
+    """NDJSON / NDJSON.gz files -> batches of numbered raw lines, spread over workers."""
+
+    def __init__(self, files: list[str], batch_lines: int = 5000, max_line_bytes: int = 1 << 20) -> None:
+        super().__init__()
+        self.files = files
+        self.batch_lines = batch_lines
+        self.max_line_bytes = max_line_bytes
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(list(enumerate(self.files)))
+            | "ReadBatches" >> beam.ParDo(_ReadLineBatches(self.batch_lines, self.max_line_bytes))
+            | "Spread" >> beam.Reshuffle()
+        )
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _partition_dir(key: PartitionKey) -> str:
+    base = key.record_type if key.area == "data" else os.path.join("_locked", key.record_type)
+    return os.path.join(base, f"user_region={key.user_region}", f"event_date={key.event_date}")
+
+
+class _StageWriter(beam.DoFn):
+    """Buffers sanitized tables per partition and writes staging files of whole batches."""
+
+    FLUSH_ROWS = 200_000  # per partition
+    FLUSH_TOTAL = 400_000  # across partitions: bounds memory whatever the skew
+
+    def __init__(self, staging_dir: str) -> None:
+        self.staging_dir = staging_dir
+
+    def start_bundle(self) -> None:
+        self.buffers: dict[PartitionKey, list[pa.Table]] = defaultdict(list)
+        self.rows: Counter = Counter()
+        self.written: list[tuple[PartitionKey, str]] = []
+
+    def process(self, element: tuple[PartitionKey, pa.Table]):
+        key, table = element
+        self.buffers[key].append(table)
+        self.rows[key] += table.num_rows
+        if self.rows[key] >= self.FLUSH_ROWS:
+            self._flush(key)
+        elif sum(self.rows.values()) >= self.FLUSH_TOTAL:
+            self._flush(max(self.rows, key=self.rows.get))
+        return ()
+
+    def _flush(self, key: PartitionKey) -> None:
+        tables = self.buffers.pop(key)
+        self.rows.pop(key)
+        directory = os.path.join(self.staging_dir, "parts", _partition_dir(key))
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, f"{uuid.uuid4().hex}.parquet")
+        pq.write_table(pa.concat_tables(tables), path, compression="lz4")
+        self.written.append((key, path))
+
+    def finish_bundle(self):
+        for key in list(self.buffers):
+            self._flush(key)
+        for key, path in self.written:
+            yield WindowedValue((tuple(key), path), GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+
+class _FinalizePartition(beam.DoFn):
+    """All staging files of one partition -> final Parquet, producer retries removed.
+
+    Only the 16 bytes of hidden key and order per row are held for the whole
+    partition; rows are then streamed file by file. Of several rows with one
+    (device, event) key the first in input order is kept, so the result does
+    not depend on the runner or on how work was split.
+    """
+
+    MAX_ROWS_PER_FILE = 1_000_000
+
+    def __init__(self, final_dir: str) -> None:
+        self.final_dir = final_dir
+
+    def process(self, element: tuple[tuple, list[str]]):
+        key = PartitionKey(*element[0])
+        paths = sorted(element[1])
+        hidden = [pq.read_table(p, columns=["_key", "_origin"]) for p in paths]
+        keys = pa.concat_tables(hidden)
+        first = keys.group_by("_key").aggregate([("_origin", "min")])
+        keep_origins = first.column("_origin_min")
+        duplicates = keys.num_rows - first.num_rows
+        directory = os.path.join(self.final_dir, _partition_dir(key))
+        os.makedirs(directory, exist_ok=True)
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        part = 0
+        written = 0
+
+        def flush() -> None:
+            nonlocal pending, pending_rows, part, written
+            table = pa.concat_tables(pending)
+            table = table.sort_by("_origin").drop_columns([f.name for f in HIDDEN_COLUMNS])
+            pq.write_table(table, os.path.join(directory, f"part-{part:05d}.parquet"), compression=COMPRESSION)
+            written += table.num_rows
+            part += 1
+            pending, pending_rows = [], 0
+
+        for path in paths:
+            table = pq.read_table(path)
+            if duplicates:
+                table = table.filter(pc.is_in(table.column("_origin"), value_set=keep_origins))
+            pending.append(table)
+            pending_rows += table.num_rows
+            if pending_rows >= self.MAX_ROWS_PER_FILE:
+                flush()
+        if pending_rows or part == 0:
+            flush()
+        stats = Counter({"files_written": part})
+        if key.area == "data":
+            stats[f"written/{key.record_type}"] += written
+            stats[f"output/{key.record_type}"] -= duplicates
+        else:
+            stats[f"written_locked/{key.record_type}"] += written
+            stats[f"locked/{key.record_type}"] -= duplicates
+            stats["dropped/expired_locked"] -= duplicates
+        if duplicates:
+            stats["dropped/duplicate"] += duplicates
+        yield stats
+
+
+class WriteMinimizedParquet(beam.PTransform):
+    """(PartitionKey, Arrow table) -> zstd Parquet under <final>/<type>/user_region=/event_date=.
+
+    Emits the write statistics (rows written, duplicates removed) as Counters.
+    """
+
+    def __init__(self, staging_dir: str) -> None:
+        super().__init__()
+        self.staging_dir = staging_dir
+
+    def expand(self, tables):
+        return (
+            tables
+            | "StageFiles" >> beam.ParDo(_StageWriter(self.staging_dir))
+            | "GroupByPartition" >> beam.GroupByKey()
+            | "FinalizePartitions" >> beam.ParDo(_FinalizePartition(os.path.join(self.staging_dir, "final")))
+        )
+
+
+def _write_quarantine(tables: list[pa.Table], final_dir: str) -> Counter:
+    table = pa.concat_tables([QUARANTINE_SCHEMA.empty_table(), *tables]).sort_by(
+        [("source_file", "ascending"), ("line_number", "ascending")])
+    directory = os.path.join(final_dir, "_quarantine")
+    os.makedirs(directory, exist_ok=True)
+    pq.write_table(table, os.path.join(directory, "part-00000.parquet"), compression=COMPRESSION)
+    return Counter({"files_written": 1, "written/_quarantine": table.num_rows})
+
+
+class WriteQuarantine(beam.PTransform):
+    """Quarantine tables -> one sorted Parquet file (it is small by nature)."""
+
+    def __init__(self, staging_dir: str) -> None:
+        super().__init__()
+        self.final_dir = os.path.join(staging_dir, "final")
+
+    def expand(self, tables):
+        return (
+            tables
+            | "Collect" >> beam.combiners.ToList()
+            | "Write" >> beam.Map(_write_quarantine, self.final_dir)
+        )

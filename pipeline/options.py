@@ -1,0 +1,24 @@
+"""Command-line options of a sanitizing run, as a Beam PipelineOptions subclass."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+DEFAULT_RUNNER = "FnApiRunner"  # in-process; never tries to download a runner binary
+
+
+class SanitizerOptions(PipelineOptions):
+    """--input/--output/--policy/--pseudonym-key-file/--as-of; any other Beam option passes through."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--input", action="append", default=None,
+                            help="glob of .ndjson / .ndjson.gz files; repeat for several")
+        parser.add_argument("--output", default=None, help="output directory (replaced by each run)")
+        parser.add_argument("--policy", default=None, help="policy TOML file (default: the built-in policy)")
+        parser.add_argument("--pseudonym-key-file", "--pseudonym_key_file", dest="pseudonym_key_file",
+                            default=None, help="secret key for pseudonyms; without it a random per-run key is used")
+        parser.add_argument("--as-of", "--as_of", dest="as_of", default=None,
+                            help="RFC 3339 time retention and clock checks are measured against (default: now)")
+        parser.add_argument("--batch-lines", "--batch_lines", dest="batch_lines", type=int, default=5000,
+                            help="lines per Beam element")

@@ -1,0 +1,83 @@
+"""The run report (`_report.json`) and its short human summary.
+
+POLICY.md promise 9: every run states what came in, what went out, and what
+was removed or dropped, by rule and by reason. The identity
+input_records == sum(output_records) + sum(dropped) + sum(quarantined)
+is checked here, and a run whose numbers do not reconcile fails.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+
+def _group(stats: Counter, prefix: str) -> dict[str, int]:
+    return {k[len(prefix):]: v for k, v in sorted(stats.items()) if k.startswith(prefix) and v}
+
+
+def build_report(stats: Counter, meta: dict[str, Any]) -> dict[str, Any]:
+    """Structured report from the summed counters of a run plus run metadata."""
+    output = _group(stats, "output/")
+    dropped = _group(stats, "dropped/")
+    quarantined = _group(stats, "quarantined/")
+    special: dict[str, dict[str, int]] = defaultdict(dict)
+    for key, n in _group(stats, "special_category/").items():
+        category, _, name = key.partition("/")
+        special[category][name] = n
+    accounted = sum(output.values()) + sum(dropped.values()) + sum(quarantined.values())
+    written = _group(stats, "written/")
+    writer_mismatch = {t: (output.get(t, 0), written.get(t, 0))
+                       for t in set(output) | set(written) if t != "_quarantine" and output.get(t, 0) != written.get(t, 0)}
+    if written.get("_quarantine", 0) != sum(quarantined.values()):
+        writer_mismatch["_quarantine"] = (sum(quarantined.values()), written.get("_quarantine", 0))
+    report = {
+        **meta,
+        "input_records": stats.get("input_records", 0),
+        "blank_lines": stats.get("blank_lines", 0),
+        "output_records": output,
+        "dropped": dropped,
+        "quarantined": quarantined,
+        "identity": {
+            "input_records": stats.get("input_records", 0),
+            "output_plus_dropped_plus_quarantined": accounted,
+            "holds": accounted == stats.get("input_records", 0) and not writer_mismatch,
+            "rows_written_match": not writer_mismatch,
+        },
+        "locked_records": _group(stats, "locked/"),
+        "fields_removed": _group(stats, "fields_removed/"),
+        "removed_fields_by_name": _group(stats, "removed_field/"),
+        "special_category_fields": {k: dict(sorted(v.items())) for k, v in sorted(special.items())},
+        "files_written": stats.get("files_written", 0),
+    }
+    if writer_mismatch:
+        report["identity"]["writer_mismatch"] = {k: list(v) for k, v in writer_mismatch.items()}
+    return report
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A few lines for the terminal: counts by type, drops and quarantine by reason, key mode."""
+    ident = report["identity"]
+    lines = [
+        f"run {report['run_id']}: {report['input_records']} records in, "
+        f"{sum(report['output_records'].values())} written, {sum(report['dropped'].values())} dropped, "
+        f"{sum(report['quarantined'].values())} quarantined "
+        f"({'identity holds' if ident['holds'] else 'IDENTITY BROKEN'}) in {report['duration_seconds']:.1f}s "
+        f"on {report['runner']}",
+        "  written:     " + _pairs(report["output_records"]),
+        "  dropped:     " + _pairs(report["dropped"]),
+        "  quarantined: " + _pairs(report["quarantined"]),
+        "  removed fields: " + _pairs(report["fields_removed"])
+        + f"; special categories seen: {', '.join(report['special_category_fields']) or 'none'}",
+        f"  policy {report['policy']['version']} (sha256 {report['policy']['sha256'][:12]}), "
+        f"key: {report['key']['mode']}" + ("" if report["key"]["linkable_across_runs"]
+                                           else " (pseudonyms are NOT linkable across runs)"),
+        f"  output: {report['output_dir']}  report: {report['output_dir']}/_report.json",
+    ]
+    if report["key"]["mode"] == "development":
+        lines.append("  WARNING: the bundled development key is public; never use it for real data")
+    return "\n".join(lines)
+
+
+def _pairs(d: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"

@@ -1,0 +1,137 @@
+"""One sanitizing run: check the configuration, run the Beam graph, publish, report.
+
+Configuration problems (policy, key file, inputs) stop the run before anything
+is written, with one line naming the problem and exit code 2. Output is built in
+a staging directory and swapped into place only when the run succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipeline.graph import build_pipeline
+from pipeline.io import InputError, expand_inputs
+from pipeline.options import DEFAULT_RUNNER, SanitizerOptions
+from pipeline.report import build_report, summary
+from schemas.policy import PolicyError, load_policy
+from transforms.fields import FieldTypeError, parse_rfc3339
+from transforms.records import QUARANTINE_SCHEMA, SanitizeContext
+
+DEV_KEY_PATH = Path(__file__).resolve().parent.parent / "sample" / "dev-pseudonym.key"
+MANAGED_PREFIXES = ("_quarantine", "_locked", "_report.json")
+
+
+class ConfigError(ValueError):
+    """Bad configuration: reported as one line, exit code 2."""
+
+
+def load_key(path: str | None) -> tuple[bytes, str]:
+    """(key, mode): a key file's content, or a random key that lives for this run only."""
+    if not path:
+        return secrets.token_bytes(32), "random-per-run"
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"--pseudonym-key-file {path}: cannot read: {exc.strerror or exc}") from None
+    if len(key) < 16:
+        raise ConfigError(f"--pseudonym-key-file {path}: key must be at least 16 bytes, found {len(key)}")
+    dev = DEV_KEY_PATH.read_bytes().strip() if DEV_KEY_PATH.exists() else None
+    return key, "development" if key == dev else "key-file"
+
+
+def parse_as_of(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(timezone.utc)
+    try:
+        return parse_rfc3339(value)
+    except FieldTypeError as exc:
+        raise ConfigError(f"--as-of {value!r}: {exc} (example: 2026-11-25T00:00:00Z)") from None
+
+
+def publish(final_dir: str, out: str, managed: set[str], run_id: str) -> None:
+    """Replace the previous run's output with this run's, one top-level directory at a time.
+
+    Each rename is atomic, so a reader sees either the old or the new files of a
+    type, never a mix within it. Files in `out` the pipeline does not manage stay.
+    """
+    trash = os.path.join(out, f".old-{run_id}")
+    os.makedirs(trash)
+    for name in sorted(os.listdir(out)):
+        if name in managed:
+            os.rename(os.path.join(out, name), os.path.join(trash, name))
+    for name in sorted(os.listdir(final_dir)):
+        os.rename(os.path.join(final_dir, name), os.path.join(out, name))
+    shutil.rmtree(trash)
+
+
+def run(argv: list[str]) -> int:
+    """Entry point of `python -m pipeline --input ... --output ...`."""
+    started = time.time()
+    options = PipelineOptions(argv)
+    opts = options.view_as(SanitizerOptions)
+    try:
+        if not opts.input:
+            raise ConfigError("--input is required (a glob of .ndjson or .ndjson.gz files)")
+        if not opts.output:
+            raise ConfigError("--output is required (a directory)")
+        policy = load_policy(opts.policy)
+        key, key_mode = load_key(opts.pseudonym_key_file)
+        as_of = parse_as_of(opts.as_of)
+        files = expand_inputs(opts.input)
+        ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)
+        out = os.path.abspath(opts.output)
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ConfigError(f"--output {out}: exists and is not a directory")
+    except (ConfigError, PolicyError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = DEFAULT_RUNNER
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    staging = os.path.join(out, f".staging-{run_id}")
+    os.makedirs(os.path.join(staging, "final"))
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, files, staging, ctx, batch_lines=opts.batch_lines)
+        with open(os.path.join(staging, "_stats.json"), encoding="utf-8") as fh:
+            stats = Counter(json.load(fh))
+        final = os.path.join(staging, "final")
+        if not os.path.exists(os.path.join(final, "_quarantine")):
+            os.makedirs(os.path.join(final, "_quarantine"))
+            pq.write_table(QUARANTINE_SCHEMA.empty_table(), os.path.join(final, "_quarantine", "part-00000.parquet"))
+            stats["files_written"] += 1
+        meta = {
+            "run_id": run_id,
+            "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+            "duration_seconds": round(time.time() - started, 3),
+            "runner": str(standard.runner),
+            "as_of": as_of.isoformat(),
+            "inputs": files,
+            "output_dir": out,
+            "policy": {"version": policy.version, "sha256": policy.sha256, "source": policy.source},
+            "key": {"mode": key_mode, "linkable_across_runs": key_mode != "random-per-run"},
+        }
+        report = build_report(stats, meta)
+        with open(os.path.join(final, "_report.json"), "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=2, sort_keys=False)
+        managed = set(policy.types) | set(MANAGED_PREFIXES)
+        publish(final, out, managed, run_id)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(summary(report))
+    return 0 if report["identity"]["holds"] else 1

@@ -1,0 +1,31 @@
+"""Installable package for the endpoint-telemetry sanitizer.
+
+`pip install .` provides the `pipeline`, `transforms` and `schemas` packages;
+`pip install .[test]` adds what the test suite needs.
+"""
+
+from setuptools import setup
+
+setup(
+    name="telemetry-sanitizer",
+    version="0.1.0",
+    description="Apache Beam pipeline that makes an endpoint-security privacy policy true for telemetry.",
+    python_requires=">=3.11",
+    packages=["pipeline", "transforms", "schemas"],
+    package_data={"schemas": ["*.json"]},
+    install_requires=[
+        "apache-beam>=2.60,<3",
+        "pyarrow>=14,<23",
+        "orjson>=3.9,<4",
+        "tldextract>=5,<6",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "hypothesis>=6.100,<7",
+            "ruff>=0.6",
+            "duckdb>=1.0,<2",
+        ],
+    },
+    entry_points={"console_scripts": ["telemetry-sanitizer=pipeline.__main__:main"]},
+)

@@ -1,0 +1,159 @@
+"""Field transforms: one pure function per transform name in the policy.
+
+Each transform has a check (is the input of an acceptable type? if not, the
+record is quarantined: POLICY.md promise 10) and a value function (what leaves
+the pipeline). `FieldEngine.columns` applies a rule to a whole column of a
+batch, computing each distinct value once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from schemas.policy import FieldRule
+from transforms.pseudonym import Pseudonymizer
+from transforms.text import TextScrubber, scrub_account
+from transforms.urls import UrlSanitizer
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class FieldTypeError(ValueError):
+    """The value has a type the contract does not allow; the record is quarantined."""
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """RFC 3339 with a mandatory offset ('Z' or +hh:mm), returned in UTC."""
+    if not isinstance(value, str) or len(value) < 20 or value[10] not in "Tt ":
+        raise FieldTypeError("not an RFC 3339 timestamp")
+    try:
+        dt = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise FieldTypeError("not an RFC 3339 timestamp") from None
+    if dt.tzinfo is None:
+        raise FieldTypeError("timestamp without time zone offset")
+    return dt.astimezone(timezone.utc)
+
+
+def check(rule: FieldRule, value: Any) -> None:
+    """Raise FieldTypeError when `value` (not None) cannot be taken for this rule."""
+    t = rule.transform
+    if t in ("int", "float", "coarse_coordinate"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise FieldTypeError(f"expected a number, got {type(value).__name__}")
+        if t == "int" and (isinstance(value, float) and not value.is_integer() or not _INT64[0] <= value <= _INT64[1]):
+            raise FieldTypeError("expected an integer")
+        if t == "coarse_coordinate" and not -180.0 <= value <= 180.0:
+            raise FieldTypeError("coordinate out of range")
+    elif t == "bool":
+        if not isinstance(value, bool):
+            raise FieldTypeError(f"expected true/false, got {type(value).__name__}")
+    elif t in ("text", "pseudonym"):
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise FieldTypeError(f"expected a string, got {type(value).__name__}")
+    elif not isinstance(value, str):
+        raise FieldTypeError(f"expected a string, got {type(value).__name__}")
+    elif t == "timestamp":
+        parse_rfc3339(value)
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+class FieldEngine:
+    """Applies the policy's transforms with the run's key and per-value caches."""
+
+    def __init__(self, pseudonymizer: Pseudonymizer, urls: UrlSanitizer, scrubber: TextScrubber, key: bytes) -> None:
+        self.pseudonym = pseudonymizer
+        self.urls = urls
+        self.scrubber = scrubber
+        self._key = key
+
+    def digest(self, value: str) -> str:
+        """Keyed digest: identical spam campaigns link, content cannot be guessed back."""
+        return hmac.new(self._key, b"digest:" + value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+
+    def _scalar(self, rule: FieldRule) -> Callable[[Any], tuple]:
+        t = rule.transform
+        if t == "text":
+            return lambda v: (_as_text(v),)
+        if t == "int":
+            return lambda v: (int(v),)
+        if t == "float":
+            return lambda v: (float(v),)
+        if t == "bool":
+            return lambda v: (v,)
+        if t == "enum":
+            allowed = frozenset(rule.values)
+            return lambda v: (v if v in allowed else None,)
+        if t == "timestamp":
+            return lambda v: (parse_rfc3339(v),)
+        if t == "url":
+            return lambda v: tuple(self.urls.sanitize(v))
+        if t == "pseudonym":
+            kind = rule.kind or rule.name
+            return lambda v: (self.pseudonym(kind, _as_text(v)),)
+        if t == "account":
+            return lambda v: (scrub_account(v, self.pseudonym),)
+        if t == "scrub":
+            return lambda v: (self.scrubber(v)[0],)
+        if t == "email_domain":
+            return lambda v: (_email_domain(v, self.urls),)
+        if t == "digest":
+            return lambda v: (self.digest(v), len(v))
+        if t == "coarse_coordinate":
+            decimals = rule.decimals if rule.decimals is not None else 2
+            return lambda v: (round(float(v), decimals),)
+        if t == "ip":
+            return lambda v: (_ip_literal(v),)
+        if t == "sha256":
+            return lambda v: (v.lower() if _SHA256.fullmatch(v) else None,)
+        raise ValueError(f"no implementation for transform {t!r}")
+
+    def columns(self, rule: FieldRule, values: Sequence[Any]) -> list[list[Any]]:
+        """Output columns (one list each) for a column of already-checked input values."""
+        fn = self._scalar(rule)
+        width = len(rule.output_columns())
+        nulls = (None,) * width
+        memo: dict[Any, tuple] = {}
+        rows = []
+        for v in values:
+            if v is None:
+                rows.append(nulls)
+                continue
+            try:
+                out = memo.get(v)
+            except TypeError:  # unhashable never reaches here after check(); be safe
+                out = None
+            if out is None:
+                out = fn(v)
+                memo[v] = out
+            rows.append(out)
+        if width == 1:
+            return [[r[0] for r in rows]]
+        return [list(col) for col in zip(*rows)] if rows else [[] for _ in range(width)]
+
+
+def _email_domain(value: str, urls: UrlSanitizer) -> str | None:
+    """Sender's domain only, normalised like a URL host; None when there is none."""
+    _, at, domain = value.strip().rpartition("@")
+    if not at:
+        return None
+    domain = domain.strip().strip(">").strip()
+    parts = urls.sanitize("//" + domain)
+    return parts.host if parts.status == "ok" else None
+
+
+def _ip_literal(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip().strip("[]")))
+    except ValueError:
+        return None

@@ -1,0 +1,317 @@
+"""Sanitize a batch of raw telemetry lines: the whole policy, without Beam.
+
+Every non-blank line ends in exactly one place (POLICY.md promises 9 and 10):
+an output row, a drop counted under a named rule, or a quarantine row with its
+reason. The order of the gates is fixed and documented in the README:
+parse -> envelope and field types -> future clock -> children -> consent ->
+retention; duplicates are removed later, when rows of a partition meet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+import orjson
+import pyarrow as pa
+
+from schemas.iso3166 import ALPHA2
+from schemas.policy import Policy, PolicyError, TypePolicy
+from transforms.fields import FieldEngine, FieldTypeError, check, parse_rfc3339
+from transforms.pseudonym import Pseudonymizer
+from transforms.quarantine import mask_line
+from transforms.special import SpecialCategoryMatcher
+from transforms.text import TextScrubber
+from transforms.urls import UrlSanitizer
+
+BOM = b"\xef\xbb\xbf"
+ORIGIN_LINE_BITS = 40  # _origin = file index << 40 | line number: a total, runner-independent order
+STRUCTURAL = frozenset({"schema_version", "type", "ts", "country", "is_child", "consent", "data"})
+_SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("source_file", pa.string()),
+        pa.field("line_number", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+        pa.field("line_excerpt", pa.string()),
+        pa.field("line_bytes", pa.int64()),
+        pa.field("line_digest", pa.string()),
+    ],
+    metadata={"note": "line_excerpt keeps structure and known field names only; values are masked"},
+)
+HIDDEN_COLUMNS = [pa.field("_key", pa.int64()), pa.field("_origin", pa.int64())]
+
+
+class Rejected(Exception):
+    """A line that cannot be accepted: quarantined with `reason` and a value-free `detail`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class PartitionKey(NamedTuple):
+    area: str  # "data" or "locked"
+    record_type: str
+    user_region: str
+    event_date: str
+
+
+@dataclass
+class BatchResult:
+    outputs: dict[PartitionKey, pa.Table] = field(default_factory=dict)
+    quarantine: pa.Table | None = None
+    stats: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class SanitizeContext:
+    """Everything a worker needs to sanitize; built once per worker, cheap to pickle."""
+
+    policy: Policy
+    key: bytes
+    as_of: datetime
+
+    def __post_init__(self) -> None:
+        self.pseudonym = Pseudonymizer(self.key)
+        self.urls = UrlSanitizer()
+        self.scrubber = TextScrubber(self.pseudonym, self.urls.reduce)
+        self.engine = FieldEngine(self.pseudonym, self.urls, self.scrubber, self.key)
+        self.special = SpecialCategoryMatcher(self.policy.special_categories)
+        self.known_keys = frozenset(
+            {r.name for r in self.policy.envelope}
+            | STRUCTURAL
+            | {"eula", "ksn", "marketing", "dumps", "antispam", "antitheft", "child_protection"}
+            | {f.name for t in self.policy.types.values() for f in t.fields}
+        )
+        for name in self.known_keys:
+            if self.special.category_of(name):
+                raise PolicyError(f"{self.policy.source}: field '{name}' is allowed but names a special category")
+        self.future_limit = self.as_of + timedelta(seconds=self.policy.future_tolerance_seconds)
+        self.expiry = {t: self.as_of - timedelta(days=p.retention_days) for t, p in self.policy.types.items()}
+        self.region_cache: dict[Any, tuple[str | None, str, list[str]]] = {}
+
+    def __getstate__(self) -> dict:
+        return {"policy": self.policy, "key": self.key, "as_of": self.as_of}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
+    def region(self, country: Any) -> tuple[str | None, str, list[str]]:
+        """(normalised country or None, region name, processing locations), cached per raw value."""
+        hit = self.region_cache.get(country)
+        if hit is None:
+            code = country.strip().upper() if isinstance(country, str) else None
+            code = code if code in ALPHA2 else None
+            region = self.policy.region_of(code)
+            hit = self.region_cache[country] = (code, region.name, list(region.processing_locations))
+        return hit
+
+    def dedupe_key(self, device_id: str, event_id: str) -> int:
+        """64-bit keyed hash of (device, event): equal for producer retries of one event."""
+        h = hashlib.blake2b(f"{device_id}\x00{event_id}".encode("utf-8", "surrogatepass"),
+                            digest_size=8, key=self.key[:64])
+        return int.from_bytes(h.digest(), "big", signed=True)
+
+    def line_digest(self, raw: bytes) -> str:
+        return hmac.new(self.key, b"line:" + raw, hashlib.sha256).hexdigest()[:32]
+
+
+def _json_reason(exc: orjson.JSONDecodeError, raw: bytes) -> str:
+    msg = str(exc).lower()
+    if "utf-8" in msg or "surrogate" in msg:
+        return "invalid_utf8"
+    if "eof" in msg or "end of" in msg or raw.rstrip()[-1:] not in (b"}", b"]"):
+        return "truncated_json"
+    return "invalid_json"
+
+
+def _require_str(rec: dict, name: str, optional: bool = False) -> str | None:
+    value = rec.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise Rejected("missing_field", name)
+    if not isinstance(value, str):
+        raise Rejected("wrong_type", f"{name}: expected a string, got {type(value).__name__}")
+    if not value.strip() and not optional:
+        raise Rejected("missing_field", name)
+    return value
+
+
+def validate(rec: Any, ctx: SanitizeContext) -> tuple[TypePolicy, datetime]:
+    """Check the envelope and the allowed data fields' types; raise Rejected with a reason."""
+    if not isinstance(rec, dict):
+        raise Rejected("not_an_object", type(rec).__name__)
+    version = rec.get("schema_version")
+    if version is None:
+        raise Rejected("missing_field", "schema_version")
+    if type(version) is not int or version != 1:
+        raise Rejected("unknown_schema_version", f"schema_version: {type(version).__name__}")
+    rtype = _require_str(rec, "type")
+    tpol = ctx.policy.types.get(rtype)
+    if tpol is None:
+        raise Rejected("unknown_type", "type")
+    _require_str(rec, "event_id")
+    if len(rec["event_id"]) > 256:
+        raise Rejected("wrong_type", "event_id: longer than 256 characters")
+    _require_str(rec, "device_id")
+    for name in ("user_id", "tenant_id", "product", "country"):
+        _require_str(rec, name, optional=True)
+    ts = rec.get("ts")
+    if ts is None:
+        raise Rejected("missing_field", "ts")
+    try:
+        event_time = parse_rfc3339(ts)
+    except FieldTypeError as exc:
+        raise Rejected("invalid_timestamp", f"ts: {exc}") from None
+    is_child = rec.get("is_child")
+    if is_child is not None and not isinstance(is_child, bool):
+        raise Rejected("wrong_type", f"is_child: expected true/false, got {type(is_child).__name__}")
+    consent = rec.get("consent")
+    if consent is not None:
+        if not isinstance(consent, dict):
+            raise Rejected("wrong_type", f"consent: expected an object, got {type(consent).__name__}")
+        for flag, value in consent.items():
+            if value is not None and not isinstance(value, bool):
+                name = flag if _SAFE_NAME.fullmatch(str(flag)) else "<flag>"
+                raise Rejected("wrong_type", f"consent.{name}: expected true/false, got {type(value).__name__}")
+    data = rec.get("data")
+    if data is None:
+        raise Rejected("missing_field", "data")
+    if not isinstance(data, dict):
+        raise Rejected("wrong_type", f"data: expected an object, got {type(data).__name__}")
+    for rule in tpol.fields:
+        value = data.get(rule.name)
+        if value is not None:
+            try:
+                check(rule, value)
+            except FieldTypeError as exc:
+                reason = "invalid_timestamp" if rule.transform == "timestamp" else "wrong_type"
+                raise Rejected(reason, f"data.{rule.name}: {exc}") from None
+    return tpol, event_time
+
+
+def _removed_fields(rec: dict, tpol: TypePolicy, ctx: SanitizeContext, stats: Counter) -> None:
+    """Count fields the allow-list removes (names only when they look like field names)."""
+    allowed_env = {r.name for r in ctx.policy.envelope} | STRUCTURAL
+    for path, keys, allowed in (("", rec.keys(), allowed_env), ("data.", rec["data"].keys(), tpol.allowed)):
+        for key in keys:
+            if key in allowed or ctx.special.category_of(key):
+                continue
+            stats["fields_removed/not_allowed"] += 1
+            name = key if _SAFE_NAME.fullmatch(key) else "<unnamed>"
+            stats[f"removed_field/{tpol.name}/{path}{name}"] += 1
+
+
+def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
+                   lines: list[tuple[int, bytes | None]]) -> BatchResult:
+    """Sanitize numbered raw lines (without newline) of one file; see module docstring."""
+    result = BatchResult()
+    stats = result.stats
+    quarantine: list[tuple] = []
+    accepted: dict[PartitionKey, list[tuple[dict, datetime, str, list[str], int]]] = defaultdict(list)
+    policy = ctx.policy
+
+    for line_no, raw in lines:
+        if raw is None:  # the reader could not read the rest of the file
+            stats["input_records"] += 1
+            stats["quarantined/unreadable_input"] += 1
+            quarantine.append((source, line_no, "unreadable_input", "the rest of the file could not be read",
+                               "", 0, ""))
+            continue
+        if raw.startswith(BOM):
+            raw = raw[3:]
+        if not raw.strip():
+            stats["blank_lines"] += 1
+            continue
+        stats["input_records"] += 1
+        origin = (source_index << ORIGIN_LINE_BITS) | line_no
+        rec = None
+        try:
+            if len(raw) > policy.max_line_bytes:
+                raise Rejected("line_too_long", f"{len(raw)} bytes > {policy.max_line_bytes}")
+            try:
+                rec = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise Rejected(_json_reason(exc, raw)) from None
+            if isinstance(rec, dict) and ctx.special.may_contain(raw):
+                for path, key, category in ctx.special.find(rec):
+                    stats["fields_removed/special_category"] += 1
+                    stats[f"special_category/{category}/{key[:64]}"] += 1
+            tpol, event_time = validate(rec, ctx)
+            if event_time > ctx.future_limit:
+                raise Rejected("future_timestamp", "ts: later than --as-of plus the tolerance")
+        except Rejected as rej:
+            excerpt_src = raw[:4096].decode("utf-8", "replace")
+            quarantine.append((source, line_no, rej.reason, rej.detail,
+                               mask_line(excerpt_src, ctx.known_keys, ctx.special.category_of),
+                               len(raw), ctx.line_digest(raw)))
+            stats[f"quarantined/{rej.reason}"] += 1
+            continue
+
+        if rec.get("is_child") and not tpol.children_allowed:
+            stats["dropped/child_data"] += 1
+            continue
+        consent = rec.get("consent") or {}
+        missing = next((f for f in (*policy.base_consent, *tpol.consent) if consent.get(f) is not True), None)
+        if missing:
+            stats[f"dropped/consent_missing:{missing}"] += 1
+            continue
+        area = "data"
+        if event_time < ctx.expiry[tpol.name]:
+            if tpol.on_expiry == "delete":
+                stats["dropped/expired"] += 1
+                continue
+            stats["dropped/expired_locked"] += 1
+            stats[f"locked/{tpol.name}"] += 1
+            area = "locked"
+        _removed_fields(rec, tpol, ctx, stats)
+        country, region, locations = ctx.region(rec.get("country"))
+        key = PartitionKey(area, tpol.name, region, event_time.date().isoformat())
+        accepted[key].append((rec, event_time, country, locations, origin))
+        if area == "data":
+            stats[f"output/{tpol.name}"] += 1
+
+    by_type: dict[tuple[str, str], list[PartitionKey]] = defaultdict(list)
+    for key in accepted:
+        by_type[(key.area, key.record_type)].append(key)
+    for (area, rtype), keys in by_type.items():
+        rows = [row for k in keys for row in accepted[k]]
+        table = _to_table(ctx, policy.types[rtype], rows)
+        offset = 0
+        for k in keys:
+            n = len(accepted[k])
+            result.outputs[k] = table.slice(offset, n)
+            offset += n
+    if quarantine:
+        result.quarantine = pa.Table.from_pylist(
+            [dict(zip(QUARANTINE_SCHEMA.names, q)) for q in quarantine], schema=QUARANTINE_SCHEMA)
+    return result
+
+
+def _to_table(ctx: SanitizeContext, tpol: TypePolicy, rows: list[tuple]) -> pa.Table:
+    """Columns of accepted records, in the policy's schema plus the hidden dedupe/order columns."""
+    schema = ctx.policy.file_schema(tpol.name)
+    columns: list[list[Any]] = []
+    for rule in ctx.policy.envelope:
+        columns.extend(ctx.engine.columns(rule, [r[0].get(rule.name) for r in rows]))
+    columns.append([r[1] for r in rows])
+    columns.append([r[2] for r in rows])
+    columns.append([r[3] for r in rows])
+    for rule in tpol.fields:
+        columns.extend(ctx.engine.columns(rule, [r[0]["data"].get(rule.name) for r in rows]))
+    columns.append([ctx.dedupe_key(r[0]["device_id"], r[0]["event_id"]) for r in rows])
+    columns.append([r[4] for r in rows])
+    full = pa.schema(list(schema) + HIDDEN_COLUMNS, metadata=schema.metadata)
+    arrays = [pa.array(col, type=f.type) for col, f in zip(columns, full)]
+    return pa.Table.from_arrays(arrays, schema=full)

@@ -1,0 +1,85 @@
+"""Special categories of personal data (GDPR Art. 9): find them by field name, at any depth.
+
+POLICY.md promise 2: such fields are dropped wherever they appear and counted.
+Dropping is guaranteed by the allow-list (a special-category name is never
+allowed); this module makes the count and the report possible.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SPLIT = re.compile(r"[^a-z0-9]+")
+_PREFIX_MIN = 6  # terms this long also match as a word prefix ("religio" -> "religious")
+
+
+def words(key: str) -> list[str]:
+    """`healthStatus` / `health-status` / `Santé_Données` -> ['health', 'status'] ... accents removed."""
+    plain = unicodedata.normalize("NFKD", key).encode("ascii", "ignore").decode()
+    return [w for w in _SPLIT.split(_CAMEL.sub("_", plain).lower()) if w]
+
+
+class SpecialCategoryMatcher:
+    """Tells whether a field name denotes a special category, cached per name."""
+
+    def __init__(self, categories: Mapping[str, tuple[str, ...]]) -> None:
+        self._exact: dict[str, str] = {}
+        self._prefix: list[tuple[str, str]] = []
+        for category, terms in categories.items():
+            for term in terms:
+                norm = "".join(words(term))
+                self._exact.setdefault(norm, category)
+                if len(norm) >= _PREFIX_MIN:
+                    self._prefix.append((norm, category))
+        stems = sorted({t[:4] for t in self._exact}, key=len, reverse=True)
+        # Cheap byte-level pre-check: a line with none of these stems (and only ASCII,
+        # no \u escapes) cannot carry a special-category key.
+        self._prefilter = re.compile("|".join(re.escape(s) for s in stems).encode(), re.IGNORECASE)
+        self._cache: dict[str, str | None] = {}
+
+    def category_of(self, key: str) -> str | None:
+        """Category name if `key` is a special-category field name, else None."""
+        if key in self._cache:
+            return self._cache[key]
+        ws = words(key)
+        found = None
+        candidates = set(ws)
+        for size in (2, 3):
+            candidates.update("".join(ws[i:i + size]) for i in range(len(ws) - size + 1))
+        for cand in candidates:
+            found = self._exact.get(cand)
+            if found:
+                break
+            for term, category in self._prefix:
+                if cand.startswith(term):
+                    found = category
+                    break
+            if found:
+                break
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[key] = found
+        return found
+
+    def may_contain(self, line: bytes) -> bool:
+        """False only when the raw line certainly has no special-category key."""
+        if not line.isascii() or b"\\u" in line:
+            return True
+        return self._prefilter.search(line) is not None
+
+    def find(self, obj: object, path: str = "") -> Iterator[tuple[str, str, str]]:
+        """Yield (path, key, category) for every special-category key at any depth."""
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                sub = f"{path}.{key}" if path else str(key)
+                category = self.category_of(key) if isinstance(key, str) else None
+                if category:
+                    yield sub, key, category
+                elif isinstance(value, dict | list):
+                    yield from self.find(value, sub)
+        elif isinstance(obj, list):
+            for item in obj:
+                yield from self.find(item, f"{path}[]")
