@@ -140,8 +140,8 @@ class _StageWriter(beam.DoFn):
         self.rows: Counter = Counter()
         self.written: list[tuple[PartitionKey, str]] = []
 
-    def process(self, element: tuple[PartitionKey, pa.Table]):
-        key, table = element
+    def process(self, element: tuple[tuple, pa.Table]):
+        key, table = PartitionKey(*element[0]), element[1]
         self.buffers[key].append(table)
         self.rows[key] += table.num_rows
         if self.rows[key] >= self.FLUSH_ROWS:
@@ -183,7 +183,8 @@ class _FinalizePartition(beam.DoFn):
     def process(self, element: tuple[tuple, list[str]]):
         key = PartitionKey(*element[0])
         paths = sorted(element[1])
-        hidden = [pq.read_table(p, columns=["_key", "_origin"]) for p in paths]
+        # ParquetFile, not read_table: the staging path must not be parsed as hive partitions.
+        hidden = [pq.ParquetFile(p).read(columns=["_key", "_origin"]) for p in paths]
         keys = pa.concat_tables(hidden)
         first = keys.group_by("_key").aggregate([("_origin", "min")])
         keep_origins = first.column("_origin_min")
@@ -205,7 +206,7 @@ class _FinalizePartition(beam.DoFn):
             pending, pending_rows = [], 0
 
         for path in paths:
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path).read()
             if duplicates:
                 table = table.filter(pc.is_in(table.column("_origin"), value_set=keep_origins))
             pending.append(table)

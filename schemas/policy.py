@@ -60,10 +60,11 @@ class FieldRule:
     kind: str | None = None
     values: tuple[str, ...] = ()
     decimals: int | None = None
+    column: str | None = None  # output name when the field name would clash with another column
 
     def output_columns(self) -> list[pa.Field]:
         """The output columns this field becomes (names make the transform visible)."""
-        n, t = self.name, self.transform
+        n, t = self.column or self.name, self.transform
         if t == "url":
             types = (pa.string(), pa.string(), pa.int32(), pa.string(), pa.string(), pa.string())
             return [pa.field(f"{n}_{part}", typ) for part, typ in zip(URL_PARTS, types)]
@@ -84,6 +85,10 @@ class FieldRule:
 
     def describe(self) -> str:
         """Human wording of the transform, for the policy table."""
+        text = self._wording()
+        return f"{text} (column `{self.column}`)" if self.column else text
+
+    def _wording(self) -> str:
         if self.transform == "enum":
             return "kept if one of " + ", ".join(self.values)
         if self.transform == "pseudonym":
@@ -254,7 +259,7 @@ def _field_rule(chk: _Checker, name: str, spec: Any, keys: tuple[str, ...]) -> F
     if transform not in TRANSFORMS:
         raise chk.fail(where, f"unknown transform '{transform}' (known: {', '.join(TRANSFORMS)})")
     allowed, required = TRANSFORMS[transform]
-    _unknown_keys(chk, spec, set(allowed) | {"transform"}, where)
+    _unknown_keys(chk, spec, set(allowed) | {"transform", "column"}, where)
     for param in required:
         if param not in spec:
             raise chk.fail(where, f"transform '{transform}' needs '{param}'")
@@ -267,9 +272,12 @@ def _field_rule(chk: _Checker, name: str, spec: Any, keys: tuple[str, ...]) -> F
     decimals = spec.get("decimals")
     if decimals is not None and (not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 2):
         raise chk.fail(where + ("decimals",), "must be an integer from 0 to 2 (2 decimals is about 1 km)")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise chk.fail(where, "field names must be identifiers")
-    return FieldRule(name=name, transform=transform, kind=kind, values=tuple(values), decimals=decimals)
+    column = spec.get("column")
+    for ident in (name, column):
+        if ident is not None and not (isinstance(ident, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", ident)):
+            raise chk.fail(where, "field and column names must be identifiers")
+    return FieldRule(name=name, transform=transform, kind=kind, values=tuple(values), decimals=decimals,
+                     column=column)
 
 
 def _consent_list(chk: _Checker, table: dict, key: str, keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -365,7 +373,7 @@ def parse_policy(text: str, source: str) -> Policy:
         )
     if not types:
         raise chk.fail(("types",), "no record types defined")
-    return Policy(
+    policy = Policy(
         version=version,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         source=source,
@@ -377,6 +385,13 @@ def parse_policy(text: str, source: str) -> Policy:
         special_categories=special,
         types=types,
     )
+    for tname in types:
+        names = policy.dataset_schema(tname).names + ["_key", "_origin"]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise chk.fail(("types", tname, "fields", clash[0]),
+                           f"output column '{clash[0]}' is produced twice; give one a different 'column'")
+    return policy
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

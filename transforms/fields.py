@@ -31,7 +31,7 @@ class FieldTypeError(ValueError):
 
 def parse_rfc3339(value: str) -> datetime:
     """RFC 3339 with a mandatory offset ('Z' or +hh:mm), returned in UTC."""
-    if not isinstance(value, str) or len(value) < 20 or value[10] not in "Tt ":
+    if not isinstance(value, str) or len(value) < 19 or value[10] not in "Tt ":
         raise FieldTypeError("not an RFC 3339 timestamp")
     try:
         dt = datetime.fromisoformat(value.replace("z", "Z"))
@@ -118,23 +118,28 @@ class FieldEngine:
             return lambda v: (v.lower() if _SHA256.fullmatch(v) else None,)
         raise ValueError(f"no implementation for transform {t!r}")
 
-    def columns(self, rule: FieldRule, values: Sequence[Any]) -> list[list[Any]]:
-        """Output columns (one list each) for a column of already-checked input values."""
+    def columns(self, rule: FieldRule, values: Sequence[Any], failed: dict[int, str]) -> list[list[Any]]:
+        """Output columns (one list each) for a column of already-checked input values.
+
+        A value whose transform raises is never passed through: its row index is
+        added to `failed` (with the field name, never the value) and its outputs are null.
+        """
         fn = self._scalar(rule)
         width = len(rule.output_columns())
         nulls = (None,) * width
         memo: dict[Any, tuple] = {}
         rows = []
-        for v in values:
+        for i, v in enumerate(values):
             if v is None:
                 rows.append(nulls)
                 continue
-            try:
-                out = memo.get(v)
-            except TypeError:  # unhashable never reaches here after check(); be safe
-                out = None
+            out = memo.get(v)
             if out is None:
-                out = fn(v)
+                try:
+                    out = fn(v)
+                except Exception as exc:  # noqa: BLE001 - a rule bug must cost one record, not the run
+                    failed.setdefault(i, f"{rule.name}: {exc.__class__.__name__}")
+                    out = nulls
                 memo[v] = out
             rows.append(out)
         if width == 1:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.iso3166 import ALPHA2
 from schemas.policy import Policy, PolicyError, TypePolicy
@@ -130,7 +131,7 @@ def _json_reason(exc: orjson.JSONDecodeError, raw: bytes) -> str:
     msg = str(exc).lower()
     if "utf-8" in msg or "surrogate" in msg:
         return "invalid_utf8"
-    if "eof" in msg or "end of" in msg or raw.rstrip()[-1:] not in (b"}", b"]"):
+    if "end of data" in msg or "eof" in msg:
         return "truncated_json"
     return "invalid_json"
 
@@ -251,7 +252,8 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             tpol, event_time = validate(rec, ctx)
             if event_time > ctx.future_limit:
                 raise Rejected("future_timestamp", "ts: later than --as-of plus the tolerance")
-        except Rejected as rej:
+        except Exception as exc:  # noqa: BLE001 - one odd line must never stop the run
+            rej = exc if isinstance(exc, Rejected) else Rejected("internal_error", exc.__class__.__name__)
             excerpt_src = raw[:4096].decode("utf-8", "replace")
             quarantine.append((source, line_no, rej.reason, rej.detail,
                                mask_line(excerpt_src, ctx.known_keys, ctx.special.category_of),
@@ -287,31 +289,47 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
         by_type[(key.area, key.record_type)].append(key)
     for (area, rtype), keys in by_type.items():
         rows = [row for k in keys for row in accepted[k]]
-        table = _to_table(ctx, policy.types[rtype], rows)
+        table, failed = _to_table(ctx, policy.types[rtype], rows)
+        if failed:  # fail closed: a row a transform could not handle is quarantined, not written
+            for i, detail in sorted(failed.items()):
+                stats["dropped/expired_locked" if area == "locked" else f"output/{rtype}"] -= 1
+                if area == "locked":
+                    stats[f"locked/{rtype}"] -= 1
+                stats["quarantined/transform_error"] += 1
+                origin = rows[i][4]
+                quarantine.append((source, origin & ((1 << ORIGIN_LINE_BITS) - 1), "transform_error",
+                                   f"{rtype}.{detail}", "", 0, ""))
         offset = 0
         for k in keys:
             n = len(accepted[k])
-            result.outputs[k] = table.slice(offset, n)
+            part = table.slice(offset, n)
             offset += n
+            if failed:
+                bad = [rows[i][4] for i in failed]
+                part = part.filter(pc.invert(pc.is_in(part.column("_origin"), value_set=pa.array(bad, pa.int64()))))
+            if part.num_rows:
+                result.outputs[k] = part
     if quarantine:
         result.quarantine = pa.Table.from_pylist(
             [dict(zip(QUARANTINE_SCHEMA.names, q)) for q in quarantine], schema=QUARANTINE_SCHEMA)
     return result
 
 
-def _to_table(ctx: SanitizeContext, tpol: TypePolicy, rows: list[tuple]) -> pa.Table:
-    """Columns of accepted records, in the policy's schema plus the hidden dedupe/order columns."""
+def _to_table(ctx: SanitizeContext, tpol: TypePolicy, rows: list[tuple]) -> tuple[pa.Table, dict[int, str]]:
+    """Columns of accepted records, in the policy's schema plus the hidden dedupe/order columns;
+    and the rows whose transform failed (index -> field and error class)."""
     schema = ctx.policy.file_schema(tpol.name)
     columns: list[list[Any]] = []
+    failed: dict[int, str] = {}
     for rule in ctx.policy.envelope:
-        columns.extend(ctx.engine.columns(rule, [r[0].get(rule.name) for r in rows]))
+        columns.extend(ctx.engine.columns(rule, [r[0].get(rule.name) for r in rows], failed))
     columns.append([r[1] for r in rows])
     columns.append([r[2] for r in rows])
     columns.append([r[3] for r in rows])
     for rule in tpol.fields:
-        columns.extend(ctx.engine.columns(rule, [r[0]["data"].get(rule.name) for r in rows]))
+        columns.extend(ctx.engine.columns(rule, [r[0]["data"].get(rule.name) for r in rows], failed))
     columns.append([ctx.dedupe_key(r[0]["device_id"], r[0]["event_id"]) for r in rows])
     columns.append([r[4] for r in rows])
     full = pa.schema(list(schema) + HIDDEN_COLUMNS, metadata=schema.metadata)
     arrays = [pa.array(col, type=f.type) for col, f in zip(columns, full)]
-    return pa.Table.from_arrays(arrays, schema=full)
+    return pa.Table.from_arrays(arrays, schema=full), failed

@@ -1,0 +1,1016 @@
+"""Free-text scrubbing: process command lines and file/registry paths.
+
+POLICY.md ("scrub" transform): no credential, raw account name or e-mail
+address survives, while what threat analysis needs stays byte for byte: the
+executable, the switch names, hosts (URLs are cut to `scheme://host[:port]`)
+and paths outside user profiles.
+
+`scrub_text` applies the rules below in a fixed order, each a pass over the
+text the previous one produced. Every replacement that changes the text counts
+1; a value that is already `[REDACTED]` or a pseudonym is left alone and not
+counted, so the passes can safely see each other's output.
+
+ 1. URLs with a scheme -> `reduce_url(url)`, or `[REDACTED]` when it gives None.
+    A PowerShell `-EncodedCommand` is decoded, scrubbed and encoded again.
+ 2. Credentials: PowerShell credential objects and `ConvertTo-SecureString`,
+    `echo pw | sudo -S`, HTTP headers (Authorization, Cookie, X-Api-Key,
+    *-Token ...), `net use/user/localgroup/group`, registry values named like a
+    password (`/v DefaultPassword /d x`), `--password`-style switches of any
+    tool (`=`, `:` or space), Windows switches (`/user:`, `/pass:`, `/ntlm:`,
+    `/rc4:`, `/aes256:`, `/ru`, `/rp` ...), the short options of tools known to
+    take credentials that way (`mysql -uroot -pX`, `psexec -u -p`, `sshpass -p`,
+    `curl -u`, `sqlcmd -U -P`, `7z -pX` ...), `git config user.email x`, `aws
+    configure set *_key x`, `key=value` pairs (`password=`, `token=`, `Pwd=`,
+    `User ID=`, `AWS_SECRET_ACCESS_KEY=`, JSON `"password": "x"`), LM:NT hash
+    pairs and `user:password@host`.
+ 3. E-mail addresses -> `pz-<pseudonym('email', address)>`; `user@host` given to
+    ssh-like tools (or `user@<IPv4>`) -> `[REDACTED]@host`.
+ 4. Profile folders (`C:\\Users\\NAME`, `\\\\srv\\home$\\NAME`, `/home/NAME`,
+    `/Users/NAME` ...) -> `pz-<pseudonym('account', name)>`.
+ 5. Account SIDs (`S-1-5-21-...`, Azure AD `S-1-12-1-...`) -> `S-1-5-21-pz-<...>`.
+ 6. Account names and secrets found by the rules above are replaced wherever
+    else they occur in the same text (`C:\\Users\\bob\\...\\bob_session.log`).
+
+Over-redaction is preferred to a leak, with one exception: a token that looks
+like a switch (`-x`, `--xyz`, `/x`) is never taken for a password, so switch
+names survive.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Iterable, Iterator
+
+REDACTED = "[REDACTED]"
+PSEUDONYM_PREFIX = "pz-"
+
+Pseudonym = Callable[[str, str], str]
+UrlReducer = Callable[[str], "str | None"]
+
+_CACHE_LIMIT = 200_000
+_CACHE_MAX_TEXT = 8192          # longer texts are scrubbed every time rather than pinned in memory
+_PROPAGATE_MIN_NAME = 3         # shorter account names are not searched for elsewhere in the text
+_PROPAGATE_MIN_SECRET = 4
+_PROPAGATE_MAX = 256            # longer values are not searched for again
+_PROPAGATE_MAX_HITS = 10_000
+_PZ_FULL = re.compile(r"pz-[0-9a-f]{8,64}")
+
+# --------------------------------------------------------------------------- accounts
+
+# Non-personal built-in accounts: kept in `user` fields and as values of user switches.
+_BUILTIN_NAMES = frozenset({
+    "system", "local system", "localsystem", "local service", "localservice", "network service",
+    "networkservice", "anonymous logon", "root",
+})
+_BUILTIN_NAME_PATTERN = re.compile(r"(?:dwm|umfd)-\d{1,5}", re.IGNORECASE)
+# Windows-internal account domains: no name under them is a person.
+_BUILTIN_DOMAINS = frozenset({
+    "nt authority", "nt service", "iis apppool", "window manager", "font driver host", "builtin",
+})
+# Account domains kept in `user` fields besides NetBIOS-looking names (letters only).
+_KEPT_DOMAINS = _BUILTIN_DOMAINS | {"workgroup", "microsoftaccount", "azuread"}
+_NETBIOS_DOMAIN = re.compile(r"[A-Za-z]{1,15}")
+
+
+def is_builtin_account(value: str) -> bool:
+    """True for SYSTEM, LOCAL/NETWORK SERVICE, root, DWM-n, UMFD-n and any name under NT AUTHORITY & co."""
+    s = value.strip().strip("\"'")
+    domain, sep, name = s.rpartition("\\")
+    if sep and domain.strip().lower() in _BUILTIN_DOMAINS:
+        return True
+    n = name.strip().lower()
+    return n in _BUILTIN_NAMES or _BUILTIN_NAME_PATTERN.fullmatch(n) is not None
+
+
+def _pz(pseudonym: Pseudonym, kind: str, value: str) -> str:
+    return PSEUDONYM_PREFIX + pseudonym(kind, value)
+
+
+def scrub_account(value: str, pseudonym: Pseudonym) -> str:
+    """Account of a `user` field with the name pseudonymised: `CORP\\alice` -> `CORP\\pz-<hex>`.
+
+    `alice@corp.example` keeps its domain (`pz-<hex>@corp.example`); built-in
+    accounts stay; an account SID is pseudonymised as in free text. The domain
+    part is kept when it is a Windows-internal, WORKGROUP/MicrosoftAccount/AzureAD
+    or NetBIOS-looking domain (letters only); anything else there
+    (`DESKTOP-4F2A9\\alice`, `Alices-MBP\\alice`) is a computer name and is
+    pseudonymised with kind `host`. The name's pseudonym is
+    `pseudonym('account', name.lower())`, as for `C:\\Users\\alice` in paths.
+    """
+    if not isinstance(value, str):
+        return value
+    s = value.strip()
+    if not s:
+        return value
+    if _SID.fullmatch(s):
+        return _sid_replacement(s, pseudonym)
+    if is_builtin_account(s):
+        return value
+    domain, sep, name = s.rpartition("\\")
+    if (sep and domain and domain.lower() not in _KEPT_DOMAINS and not _NETBIOS_DOMAIN.fullmatch(domain)
+            and not _PZ_FULL.fullmatch(domain)):
+        domain = _pz(pseudonym, "host", domain.lower())
+    if not name:
+        return f"{domain}{sep}"
+    local, at, host = name.rpartition("@")
+    if at and local:
+        if _PZ_FULL.fullmatch(local) or local.lower() in _BUILTIN_NAMES:
+            return f"{domain}{sep}{name}"
+        return f"{domain}{sep}{_pz(pseudonym, 'account', local.lower())}@{host}"
+    if _PZ_FULL.fullmatch(name):
+        return f"{domain}{sep}{name}"
+    return f"{domain}{sep}{_pz(pseudonym, 'account', name.lower())}"
+
+
+_ACCOUNT_SPLIT = re.compile(r"[\\/]")
+
+
+def _account_name(value: str) -> str:
+    """`"CORP\\bob"`, `corp/bob`, `bob@corp`, `bob:pw`, `bob%pw` -> `bob`."""
+    s = _ACCOUNT_SPLIT.split(value.strip().strip("\"'"))[-1]
+    return s.split("@", 1)[0].split(":", 1)[0].split("%", 1)[0]
+
+
+# --------------------------------------------------------------------------- values and names
+
+# A value after a switch or `=`: escaped-quoted, quoted (PowerShell doubling and backtick escapes;
+# an unterminated quote runs to the end of the line), a quoted string in parentheses, or a bare token.
+_QUOTED = (
+    r'\\"[^"\r\n]{0,1024}?\\"|\\"[^"\r\n]{0,1024}'
+    r'|"(?:[^"\r\n`]|`.|""){0,1024}"?'
+    r"|'(?:[^'\r\n]|''){0,1024}'?"
+)
+_PAREN_QUOTED = r"""\(\s{0,8}(?:"[^"\r\n]{0,1024}"|'[^'\r\n]{0,1024}')\s{0,8}\)"""
+_PAREN_QUOTED_RE = re.compile(_PAREN_QUOTED)
+_VALUE = rf"""(?:{_QUOTED}|{_PAREN_QUOTED}|[^\s"']{{1,1024}})"""
+_KV_VALUE = rf"""(?:{_QUOTED}|\{{[^}}\r\n]{{0,1024}}\}}?|[^\s"'&;]{{1,1024}})"""
+# After a space, a token that looks like a switch or a shell operator is not a value.
+_NOT_SWITCH = r"""(?!-{1,2}[A-Za-z]|/[A-Za-z]|[&|<>;])"""
+
+# Names of switches, parameters and keys that carry a secret or an account. "Long" words may be glued
+# to a prefix (`AccountPassword`, `PGPASSWORD`); "short" ones stand alone or after `-`, `_` or `.`.
+_LONG_WORDS = (
+    "password|passwd|passphrase|passcode|token|secret|secretkey|apikey|accesskey|accountkey|privatekey"
+    "|credentials|credential|username|sessionid|sessid|sessiontoken|signature|storepass|keypass|keyid"
+    "|samaccountname|userprincipalname|sharedaccesskey|sharedaccesssignature|sshpass"
+)
+_SHORT_WORDS = (
+    "pass|pwd|pw|user|userid|uid|sid|auth|sig|key|login|cred|creds|hash|hashes|session|cookie|author"
+    "|identity|passin|passout|aeskey|ntlm|rc4|cert|key[-_]id|user[-_]name|user[-_]id|session[-_]id"
+)
+_NAME_RE = re.compile(
+    rf"(?:[a-z0-9]{{1,30}}[-_.]){{0,6}}[a-z0-9]{{0,30}}(?:{_LONG_WORDS})"
+    rf"|(?:[a-z0-9]{{1,30}}[-_.]){{0,6}}(?:{_SHORT_WORDS})",
+    re.IGNORECASE,
+)
+_LONG_NAME_RE = re.compile(
+    rf"(?:[a-z0-9]{{1,30}}[-_.]){{0,6}}[a-z0-9]{{0,30}}(?:{_LONG_WORDS})", re.IGNORECASE
+)
+_USER_ENDINGS = (
+    "username", "user_name", "user-name", "userid", "user_id", "user-id", "user", "uid", "login", "identity",
+    "samaccountname", "userprincipalname",
+)
+_NAME_EXCLUDED = frozenset({"usedefaultcredentials", "usedefaultcredential", "defaultcredentials"})
+_KIND_CACHE: dict[str, str | None] = {}
+
+
+def _secret_kind(name: str) -> str | None:
+    """'user' when `name` names an account, 'secret' when a secret, None otherwise."""
+    hit = _KIND_CACHE.get(name, "")
+    if hit != "":
+        return hit
+    n = name.strip().strip("\"'").lower()
+    kind = None
+    if (n not in _NAME_EXCLUDED and not n.startswith(("no-", "no_")) and len(n) <= 128
+            and _NAME_RE.fullmatch(n)):
+        kind = "user" if n.endswith(_USER_ENDINGS) else "secret"
+    if len(_KIND_CACHE) >= 50_000:
+        _KIND_CACHE.clear()
+    _KIND_CACHE[name] = kind
+    return kind
+
+
+def _unquote(v: str) -> str:
+    if v.startswith('\\"'):
+        v = v[2:]
+        return v[:-2] if v.endswith('\\"') else v
+    if v[:1] in ('"', "'"):
+        q = v[0]
+        v = v[1:]
+        return v[:-1] if v.endswith(q) else v
+    if v.startswith("(") and v.endswith(")"):
+        return _unquote(v[1:-1].strip())
+    return v
+
+
+def _mask(v: str) -> str:
+    """`v` with its content replaced by [REDACTED], quotes and parentheses kept."""
+    if not v:
+        return v
+    if v.startswith('\\"'):
+        close = '\\"' if len(v) >= 4 and v.endswith('\\"') else ""
+        inner = v[2:len(v) - len(close)]
+        return v if inner in ("", REDACTED) else '\\"' + REDACTED + close
+    c = v[0]
+    if c in ('"', "'"):
+        close = c if len(v) > 1 and v.endswith(c) else ""
+        inner = v[1:len(v) - len(close)]
+        return v if inner in ("", REDACTED) else c + REDACTED + close
+    if c == "(" and v.endswith(")") and ('"' in v or "'" in v):
+        i = min(p for p in (v.find('"'), v.find("'")) if p >= 0)
+        j = v.rfind(v[i])
+        return v if j <= i or v[i + 1:j] in ("", REDACTED) else v[:i + 1] + REDACTED + v[j:]
+    if c == "{":
+        close = "}" if len(v) > 1 and v.endswith("}") else ""
+        inner = v[1:len(v) - len(close)]
+        return v if inner in ("", REDACTED) else "{" + REDACTED + close
+    return v if v == REDACTED else REDACTED
+
+
+def _is_placeholder(core: str) -> bool:
+    return core == REDACTED or _PZ_FULL.fullmatch(core) is not None
+
+
+# --------------------------------------------------------------------------- rule patterns
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s\"'<>|`]+")
+_URL_TRAILING = ").,;:]}\\!?"
+_URL_USERINFO = re.compile(r"://([^/?#@\s]{1,256})@")
+
+_ENCODED = re.compile(
+    r"(?i)(?<![\w-])[-/](?P<sw>e[a-z]{0,13}|ec)(?:\s+|:)(?P<b64>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])"
+)
+
+_PSCRED = re.compile(
+    r"(?i)(?P<head>(?:PSCredential|NetworkCredential)\]?(?:::new)?"
+    r"(?:\s{0,8}\(|\s+-ArgumentList\s{0,8}(?:@?\()?|\s+(?=[\"'$@])))"
+    r"(?P<args>(?:(?!\s-[A-Za-z])[^)\r\n;|]){1,1024})"
+)
+_PSCRED_LITERAL = re.compile(r"""'([^']*)'|"([^"]*)\"""")
+_SECURESTRING = re.compile(
+    r"(?i)(?P<head>ConvertTo-SecureString(?:\s+-(?:AsPlainText|Force|String)\b(?::\$\w+)?)*"
+    rf"(?:\s+-String)?(?::|\s+)){_NOT_SWITCH}(?P<val>{_VALUE})"
+)
+_SECURESTRING_PIPE = re.compile(
+    r"""(?i)(?P<val>"[^"\r\n]{0,1024}"|'[^'\r\n]{0,1024}')(?=\s{0,8}\|\s{0,8}ConvertTo-SecureString)"""
+)
+_ECHO_PIPE = re.compile(
+    rf"(?i)(?<![\w-])(?:echo|printf)(?:\s+-[a-z]{{1,3}})?\s+(?P<val>{_VALUE})"
+    r"(?=\s{0,8}\|\s{0,8}(?:sudo|passwd|chpasswd|su|smbpasswd|kinit)\b)"
+)
+
+_HEADER = re.compile(
+    r"(?i)(?P<oq>[\"']?)(?<![\w\-/])"
+    r"(?P<name>(?:proxy-)?authorization|(?:set-)?cookie"
+    r"|[a-z0-9]{1,30}(?:-[a-z0-9]{1,30}){0,5}-(?:token|key|secret|auth|signature|session|sessionid|password"
+    r"|credential|apikey))(?![\w-])"
+    r"(?P<cq>[\"']?)[ \t]{0,8}(?P<sep>[:=])[ \t]{0,8}"
+)
+_HEADER_HINTS = ("authorization", "cookie", "-token", "-key", "-secret", "-auth", "-signature", "-session",
+                 "-password", "-credential", "-apikey")
+_HEADER_HINT = re.compile(
+    r"(?i)(?:authorization|cookie|-token|-key|-secret|-auth|-signature|-session|-sessionid|-password"
+    r"|-credential|-apikey)[\"']?[ \t]{0,8}[:=]"
+)
+_HEADER_TOKEN = re.compile(r"[^\s\"']*")
+_AUTH_SCHEME = re.compile(
+    r"(?i)(?:bearer|basic|digest|negotiate|ntlm|token|apikey|api-key|aws4-hmac-sha256|hmac|sso-key)\s+"
+)
+
+_NET = re.compile(
+    r"(?i)(?<![\w-])net1?(?:\.exe)?[\"']?\s+(?P<verb>use|user|localgroup|group)(?![\w-])(?P<args>[^&|\r\n]*)"
+)
+_NET_TOKEN = re.compile(r""""[^"]*"|'[^']*'|[^\s"']+(?:"[^"]*")?|["']""")
+_NET_SWITCH = re.compile(r"(?i)/(?P<name>[a-z]+)(?P<sep>:)(?P<val>.*)", re.DOTALL)
+_NET_MASKED_SWITCHES = frozenset({"user", "u", "fullname", "comment", "usercomment", "homedir", "profilepath",
+                                  "scriptpath", "password", "pass", "p"})
+_NET_KEPT_TOKEN = re.compile(r"[A-Za-z]:|\*")
+
+_REG_VALUE = re.compile(
+    r"(?i)(?<![\w-])(?:/v|-name)\s+(?P<vn>\"[^\"\r\n]{1,128}\"|'[^'\r\n]{1,128}'|[^\s\"']{1,128})"
+    r"(?P<mid>(?:\s+[/-][a-z]\w{0,30}(?:\s+(?![/-][a-z])(?:\"[^\"\r\n]{0,256}\"|'[^'\r\n]{0,256}'"
+    r"|[^\s\"']{1,256}))?){0,6}?)"
+    rf"\s+(?P<dsw>/d|-value)\s+(?P<val>{_VALUE})"
+)
+
+# Switch candidates; whether the name carries a secret is decided in Python (cheaper than one big regex).
+_DASH = re.compile(r"(?<![\w\-])(?P<dash>--?)(?P<name>[A-Za-z][\w.\-]{0,127})")
+_DASH_VALUE = re.compile(
+    rf"(?P<cq>[\"']?)(?P<sep>[ \t]{{0,8}}[=:][ \t]{{0,8}}|[ \t]+{_NOT_SWITCH})(?P<val>{_VALUE})"
+)
+_SPACED_VALUE = re.compile(rf"(?P<cq>[\"']?)(?P<sep>[ \t]+){_NOT_SWITCH}(?P<val>{_VALUE})")
+_ATTACHED_VALUE = re.compile(rf"(?P<sep>[:=]?)(?![\s\-])(?P<val>{_VALUE})")
+_SLASH = re.compile(r"(?<![\w/\\:.\-])/(?P<name>[A-Za-z][\w\-]{0,40})(?![\w\-])")
+_SLASH_COLON_VALUE = re.compile(rf"(?P<sep>[:=])(?P<val>{_VALUE})")
+_SLASH_SPACED_VALUE = re.compile(rf"(?P<sep>[ \t]+){_NOT_SWITCH}(?P<val>{_VALUE})")
+_SLASH_NAMES = frozenset({
+    "rc4", "ntlm", "aes128", "aes256", "aes", "des", "password", "passwd", "pass", "pwd", "pw", "p", "u",
+    "user", "username", "ticket", "key", "krbkey", "hash", "creduser", "credpassword", "certificate", "pth",
+    "token", "secret", "rp", "ru",
+})
+_SLASH_GLUED = re.compile(r"[a-z0-9]{1,30}(?:password|passwd|token|secret|credential|username)")
+_SLASH_USER_NAMES = frozenset({"u", "user", "username", "creduser", "ru"})
+_MSBUILD_PROPERTY = re.compile(r"[A-Za-z_][\w.]{1,63}=[^=]")
+
+_CONFIG_SET = re.compile(
+    r"(?i)(?<![\w-])(?P<head>(?:configure\s+set|config(?:\s+--[a-z-]{1,20})*|setx(?:\s+/[a-z]{1,2})*)\s+)"
+    rf"(?P<name>[\w.-]{{1,128}})(?P<sep>\s+){_NOT_SWITCH}(?P<val>{_VALUE})"
+)
+_GIT_PERSONAL = frozenset({"user.name", "user.email", "author.name", "author.email", "committer.name",
+                           "committer.email", "sendemail.smtpuser"})
+
+_KEY = re.compile(
+    r"(?<!\w)(?P<key>(?i:user\s+id)|[\w.\-]{1,120})(?P<kq>\\?[\"']?)[ \t]{0,8}(?P<sep>[=:])[ \t]{0,8}"
+)
+_KV_VALUE_RE = re.compile(rf"(?P<val>{_KV_VALUE})")
+_USER_ID = re.compile(r"(?i)user\s+id")
+
+_LMNT = re.compile(r"(?i)(?<![0-9a-z])[0-9a-f]{32}:[0-9a-f]{32}(?![0-9a-z])")
+
+_USERINFO = re.compile(
+    r"(?<![^\s\"'=(,;<>|&/\\])(?:(?P<dom>[\w.-]{1,64})(?P<dsep>[/\\]))?"
+    r"(?P<ui>[^\s\"'<>@:/\\=,;()|&\-][^\s\"'<>@:/\\=,;()|&]{0,127}:(?![\\/])[^\s\"'<>|]{0,256})"
+    r"@(?P<host>\[[0-9A-Fa-f:.]{2,45}\]|[\w-]{1,63}(?:\.[\w-]{1,63}){0,9})"
+)
+_EMAIL = re.compile(
+    r"(?<![\w.%+])(?P<local>\w[\w.%+\-]{0,63})(?P<at>@|%40)"
+    r"(?P<host>\[[0-9A-Fa-f:.]{2,45}\]|[\w-]{1,63}(?:\.[\w-]{1,63}){0,9})"
+)
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+# Extensions that are not top-level domains: `logo@2x.png` is a file, not an address.
+_FILE_EXTENSIONS = frozenset({
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tif", "tiff", "exe", "dll", "sys", "txt",
+    "log", "js", "mjs", "css", "json", "xml", "html", "htm", "tmp", "dat", "ini", "lnk", "bat", "ps1", "vbs",
+    "yml", "yaml", "msi", "jar", "pdf", "docx", "xlsx", "gz", "tgz", "woff", "woff2", "ttf", "scss", "vue",
+    "jsx", "tsx", "pdb", "obj", "lib",
+})
+_USERINFO_KEPT = frozenset({"git", "root"})
+_TOKEN_START = frozenset(" \t\r\n\"'=/\\(,;")
+_TOKEN_END = frozenset(" \t\r\n\"':,;)/")
+
+_PROFILE_EXCL = r"\\/\r\n\"'<>|:*?\[\];=,+&"
+_PROFILE = re.compile(
+    r"(?i)(?P<pre>[\\/]{1,2}(?:users|documents and settings|home)\$?[\\/]{1,2})"
+    rf"(?P<name>[^{_PROFILE_EXCL}]{{0,62}}[^\s{_PROFILE_EXCL}](?=[\\/\"']|\Z)"
+    rf"|[^\s(){_PROFILE_EXCL}]{{1,64}})"
+)
+_PROFILE_KEPT = frozenset({
+    "public", "default", "default user", "all users", "defaultuser0", "default.migrated", "shared",
+    "defaultapppool", "desktop.ini", "linuxbrew", ".", "..", "redacted",
+})
+
+_SID = re.compile(r"(?i)(?<![A-Za-z0-9\-])S-1-(?P<auth>5-21|12-1)(?P<rest>(?:-\d{1,10}){3,5})(?!\d)")
+
+# Unix account tools whose account is a positional argument: `su - bob`, `useradd -m -s /bin/sh bob`.
+_SU = re.compile(
+    r"(?<![\w-])su(?:\s+-(?![csgGw](?:\s|$)|-(?:command|shell|group|session-command|whitelist-environment)\b)"
+    r"[A-Za-z-]{0,12})*\s+(?P<val>[A-Za-z_][\w.$-]{0,63})(?![\w.$\\/-])"
+)
+_ACCOUNT_TOOLS = re.compile(
+    r"(?<![\w-])(?:passwd|useradd|adduser|usermod|userdel|deluser|chage|smbpasswd)"
+    r"(?P<args>(?:[ \t]+[^\s&|;<>]{1,256}){1,16})"
+)
+_ACCOUNT_TOOL_WORDS = frozenset({
+    "su", "passwd", "useradd", "adduser", "usermod", "userdel", "deluser", "chage", "smbpasswd",
+})
+_ORACLE = re.compile(
+    r"(?i)(?<![\w-])(?:sqlplus|expdp|impdp|rman|sqlldr|dgmgrl)(?:\.exe)?[\"']?"
+    r"(?:\s+-[a-z]{1,10})*\s+(?:(?:target|catalog|auxiliary)\s+)?"
+    r"(?P<cred>[^\s/@\"'-][^\s/@\"']{0,127}/[^\s@\"']{0,256})(?=@|\s|$|[\"'])"
+)
+_ORACLE_AT = re.compile(r"(?<![\w/\\.:\-])(?P<cred>[A-Za-z_][\w$#]{0,127}/[^\s@\"'/]{1,256})@")
+_ORACLE_WORDS = frozenset({"sqlplus", "expdp", "impdp", "rman", "sqlldr", "dgmgrl"})
+
+# Tools whose short options carry credentials: (options taking a separate value, options with an
+# attached value `-pSecret`, Windows `/u value` options). Option letters are case-sensitive.
+_TOOL_OPTIONS: dict[str, tuple[frozenset[str], tuple[str, ...], frozenset[str]]] = {}
+
+
+def _tools(names: Iterable[str], spaced: str = "", attached: str = "", slash: str = "") -> None:
+    for n in names:
+        _TOOL_OPTIONS[n] = (frozenset(spaced.split()), tuple(sorted(attached.split(), key=len, reverse=True)),
+                            frozenset(slash.split()))
+
+
+_tools(("mysql", "mysqldump", "mysqladmin", "mysqlimport", "mysqlcheck", "mysqlshow", "mysqlsh", "mariadb",
+        "mariadb-dump", "mariadb-admin", "mysqlbinlog"), "u p", "u p")
+_tools(("psexec", "psexec64", "paexec"), "u p U P")
+_tools(("sshpass",), "p", "p")
+_tools(("7z", "7za", "7zr", "7zz", "7zg"), "", "p")
+_tools(("rar", "winrar", "unrar"), "", "p hp")
+_tools(("zip", "unzip", "zipcloak"), "P", "P")
+_tools(("sqlcmd", "osql", "isql", "bcp"), "U P", "U P")
+_tools(("psql", "pg_dump", "pg_dumpall", "pg_restore", "pg_basebackup", "pgbench", "createdb", "dropdb",
+        "vacuumdb", "reindexdb"), "U", "U")
+_tools(("smbclient", "rpcclient", "winexe", "pth-winexe", "pth-smbclient", "pth-rpcclient", "smbget",
+        "smbcacls"), "U", "U")
+_tools(("smbmap", "crackmapexec", "cme", "nxc", "netexec", "evil-winrm", "kerbrute", "medusa", "rdesktop",
+        "sprayhound"), "u p U P H")
+_tools(("hydra", "ncrack", "patator"), "l p")
+_tools(("curl",), "u b E", "u")
+_tools(("redis-cli", "keydb-cli"), "a")
+_tools(("mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport", "mongostat",
+        "mongotop"), "u p")
+_tools(("ssh", "plink", "autossh", "putty", "kitty", "pscp", "psftp"), "l")
+_tools(("lftp",), "u")
+_tools(("openssl",), "k")
+_tools(("winrs",), "", "u p")
+_tools(("sudo", "doas", "runuser", "crontab", "pkill", "pgrep", "top", "htop", "killall"), "u")
+_tools(("useradd", "usermod"), "p")
+_tools(("schtasks", "tasklist", "taskkill", "systeminfo", "getmac", "driverquery", "openfiles", "eventcreate",
+        "eventtriggers", "gpresult", "eventquery"), "", "", "u p user")
+# `docker login -u x -p y` and friends: only with the `login` verb (`docker run -p 80:80` is a port).
+_LOGIN_TOOLS = frozenset({"docker", "podman", "nerdctl", "buildah", "skopeo", "oras", "helm"})
+_SHORT_USER_OPTIONS = frozenset({"u", "U", "l"})
+_LOGIN_OPTIONS = (frozenset({"u", "p"}), (), frozenset())
+
+_SSH_WORDS = frozenset({
+    "ssh", "scp", "sftp", "rsync", "plink", "pscp", "psftp", "sshpass", "autossh", "mosh", "ssh-copy-id",
+    "git", "putty", "kitty", "winscp", "psexec", "smbexec", "wmiexec", "atexec", "dcomexec", "secretsdump",
+    "getuserspns", "getnpusers", "gettgt", "getst", "lookupsid", "mssqlclient", "rpcdump", "samrdump",
+    "smbclient", "addcomputer", "ntlmrelayx",
+})
+_WORD_SPLIT = re.compile(r"[\s\\/\"'&|;()=,<>`]+")
+_WORD_SUFFIXES = (".exe", ".py", ".sh", ".ps1", ".bat", ".cmd")
+
+
+def _words(low: str) -> set[str]:
+    """Lower-case words of the text, program extensions removed: which tools are named."""
+    out = set()
+    for w in _WORD_SPLIT.split(low):
+        if w:
+            if w.endswith(_WORD_SUFFIXES):
+                w = w.rsplit(".", 1)[0]
+            out.add(w)
+    return out
+
+
+def _sid_replacement(sid: str, pseudonym: Pseudonym) -> str:
+    m = _SID.fullmatch(sid)
+    if m is None:
+        return sid
+    canonical = f"S-1-{m['auth']}{m['rest']}"
+    return f"S-1-{m['auth']}-{_pz(pseudonym, 'sid', canonical)}"
+
+
+def _splice(text: str, edits: Iterator[tuple[int, int, str]]) -> str:
+    """Apply (start, end, replacement) edits given in text order; overlapping ones are skipped."""
+    out: list[str] = []
+    pos = 0
+    for start, end, rep in edits:
+        if start < pos:
+            continue
+        out.append(text[pos:start])
+        out.append(rep)
+        pos = end
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _eol(text: str, start: int) -> int:
+    ends = [i for i in (text.find("\n", start), text.find("\r", start)) if i >= 0]
+    return min(ends) if ends else len(text)
+
+
+def _is_boundary(text: str, i: int) -> bool:
+    return i < 0 or i >= len(text) or not text[i].isalnum()
+
+
+# --------------------------------------------------------------------------- the scrubber
+
+
+class _Run:
+    """State of one `scrub_text` call: the counter and what was found."""
+
+    __slots__ = ("pseudonym", "reduce_url", "count", "names", "secrets", "words")
+
+    def __init__(self, pseudonym: Pseudonym, reduce_url: UrlReducer, words: set[str]) -> None:
+        self.pseudonym = pseudonym
+        self.reduce_url = reduce_url
+        self.count = 0
+        self.names: set[str] = set()
+        self.secrets: set[str] = set()
+        self.words = words
+
+    # -- replacements ----------------------------------------------------------
+
+    def swap(self, old: str, new: str) -> str:
+        if new != old:
+            self.count += 1
+        return new
+
+    def secret(self, value: str) -> str:
+        """Mask a secret value; remember it so that other copies go too."""
+        out = _mask(value)
+        if out != value:
+            self.count += 1
+            self.remember_secret(_unquote(value))
+        return out
+
+    def remember_secret(self, core: str) -> None:
+        if len(core) >= _PROPAGATE_MIN_SECRET and not _is_placeholder(core) and not core.startswith("$"):
+            self.secrets.add(core)
+
+    def user(self, value: str) -> str:
+        """Mask an account name unless it is a non-personal built-in."""
+        core = _unquote(value)
+        if not core or _is_placeholder(core) or is_builtin_account(core):
+            return value
+        self.name(_account_name(core))
+        for sep in (":", "%"):
+            if sep in core:
+                self.remember_secret(core.partition(sep)[2])
+        return self.swap(value, _mask(value))
+
+    def value(self, value: str, kind: str) -> str:
+        return self.user(value) if kind == "user" else self.secret(value)
+
+    def name(self, name: str) -> None:
+        n = name.strip()
+        if (len(n) >= _PROPAGATE_MIN_NAME and not _is_placeholder(n) and n.lower() not in _BUILTIN_NAMES
+                and n.lower() != "redacted" and _secret_kind(n) is None):
+            self.names.add(n)
+
+    def account_pz(self, name: str) -> str:
+        return _pz(self.pseudonym, "account", name.lower())
+
+    def value_edit(self, vm: re.Match | None, kind: str) -> tuple[int, int, str] | None:
+        """Edit masking the `val` group of a value match (None: nothing to do)."""
+        if vm is None:
+            return None
+        val = vm["val"]
+        if val.startswith(("(", "$(", "@(")) and not _PAREN_QUOTED_RE.fullmatch(val):
+            return None     # a PowerShell expression: its literals are judged by the other rules
+        new = self.value(val, kind)
+        return None if new == val else (vm.start("val"), vm.end("val"), new)
+
+    # -- passes ----------------------------------------------------------------
+
+    def encoded_powershell(self, text: str, depth: int) -> str:
+        def repl(m: re.Match) -> str:
+            sw = m["sw"].lower()
+            if not "encodedcommand".startswith(sw) and sw != "ec":
+                return m[0]
+            try:
+                raw = base64.b64decode(m["b64"], validate=True)
+                if len(raw) % 2:
+                    return m[0]
+                decoded = raw.decode("utf-16-le")
+            except (binascii.Error, ValueError):
+                return m[0]
+            inner, n = _scrub(decoded, self.pseudonym, self.reduce_url, depth + 1)
+            if not n:
+                return m[0]
+            self.count += n
+            return m[0][: m.start("b64") - m.start()] + base64.b64encode(inner.encode("utf-16-le")).decode()
+
+        return _ENCODED.sub(repl, text)
+
+    def urls(self, text: str) -> str:
+        def repl(m: re.Match) -> str:
+            url = m[0]
+            tail = len(url)
+            while tail > 0 and url[tail - 1] in _URL_TRAILING:
+                tail -= 1
+            url, rest = url[:tail], url[tail:]
+            if url.endswith("://"):
+                return m[0]
+            ui = _URL_USERINFO.search(url)
+            if ui:
+                self.name(_account_name(ui[1]))
+            out = self.reduce_url(url)
+            return self.swap(url, REDACTED if out is None else out) + rest
+
+        return _URL.sub(repl, text)
+
+    def powershell_credentials(self, text: str, low: str) -> str:
+        def cred(m: re.Match) -> str:
+            args = m["args"]
+            stripped = args.rstrip()
+            if stripped.strip() in ("", REDACTED):
+                return m[0]
+            for single, double in _PSCRED_LITERAL.findall(args):
+                self.name(_account_name(single or double))
+            return m["head"] + self.swap(stripped, REDACTED) + args[len(stripped):]
+
+        def value(m: re.Match) -> str:
+            return m[0][: m.start("val") - m.start()] + self.secret(m["val"])
+
+        if "credential" in low:
+            text = _PSCRED.sub(cred, text)
+        if "convertto-securestring" in low:
+            text = _SECURESTRING.sub(value, text)
+            text = _SECURESTRING_PIPE.sub(lambda m: self.secret(m["val"]), text)
+        if "|" in text and ("echo" in self.words or "printf" in self.words):
+            text = _ECHO_PIPE.sub(value, text)
+        return text
+
+    def headers(self, text: str) -> str:
+        def edits() -> Iterator[tuple[int, int, str]]:
+            n = len(text)
+            last = 0
+            for m in _HEADER.finditer(text):
+                if m.start() < last:
+                    continue
+                start = m.end()
+                name = m["name"].lower()
+                if start < n and text[start] in "\"'":
+                    close = text.find(text[start], start + 1)
+                    vstart, end = start + 1, close if close >= 0 else _eol(text, start + 1)
+                elif m["oq"] and not m["cq"]:
+                    close = text.find(m["oq"], start)
+                    vstart, end = start, close if close >= 0 else _eol(text, start)
+                elif name in ("authorization", "proxy-authorization", "cookie", "set-cookie"):
+                    vstart, end = start, _eol(text, start)
+                else:
+                    vstart, end = start, _HEADER_TOKEN.match(text, start).end()
+                value = text[vstart:end]
+                scheme = _AUTH_SCHEME.match(value)
+                prefix = scheme[0] if scheme else ""
+                secret = value[len(prefix):].rstrip()
+                if not secret or secret == REDACTED:
+                    continue
+                self.count += 1
+                self.remember_secret(secret)
+                last = vstart + len(prefix) + len(secret)
+                yield vstart, last, prefix + REDACTED
+
+        return _splice(text, edits())
+
+    def net_commands(self, text: str) -> str:
+        def repl(m: re.Match) -> str:
+            verb = m["verb"].lower()
+            args = m["args"]
+            bare = 0
+
+            def edits() -> Iterator[tuple[int, int, str]]:
+                nonlocal bare
+                for t in _NET_TOKEN.finditer(args):
+                    tok = t[0]
+                    core = _unquote(tok)
+                    new = tok
+                    if tok in ('"', "'") or not core:
+                        continue
+                    if core.startswith("/"):
+                        s = _NET_SWITCH.fullmatch(tok)
+                        if s and s["val"] and s["name"].lower() in _NET_MASKED_SWITCHES:
+                            kind = "user" if s["name"].lower() in ("user", "u") else "secret"
+                            new = tok[: s.start("val")] + self.value(s["val"], kind)
+                    elif verb == "use":
+                        if not (_NET_KEPT_TOKEN.fullmatch(core) or core.startswith(("\\\\", "//"))
+                                or "://" in core):
+                            new = self.secret(tok)
+                    else:
+                        bare += 1
+                        if verb == "user" and bare == 1 or verb != "user" and bare >= 2:
+                            new = self.account_token(tok, core)
+                        elif verb == "user" and core != "*":
+                            new = self.secret(tok)
+                    if new != tok:
+                        yield t.start(), t.end(), new
+
+            new_args = _splice(args, edits())
+            return m[0] if new_args == args else m[0][: m.start("args") - m.start()] + new_args
+
+        return _NET.sub(repl, text)
+
+    def account_token(self, tok: str, core: str) -> str:
+        if _is_placeholder(core) or is_builtin_account(core):
+            return tok
+        self.name(_account_name(core))
+        new_core = scrub_account(core, self.pseudonym)
+        if new_core == core:
+            return tok
+        self.count += 1
+        i = tok.find(core)
+        return tok[:i] + new_core + tok[i + len(core):]
+
+    def registry_values(self, text: str) -> str:
+        def repl(m: re.Match) -> str:
+            kind = _secret_kind(_unquote(m["vn"]))
+            if kind is None:
+                return m[0]
+            return m[0][: m.start("val") - m.start()] + self.value(m["val"], kind)
+
+        return _REG_VALUE.sub(repl, text)
+
+    def dash_options(self, text: str, spaced: frozenset[str], attached: tuple[str, ...]) -> str:
+        """`--password x`, `-Password:x`, `--db-user=x` for any tool; `-p x`, `-pX` for the known tools."""
+        def edits() -> Iterator[tuple[int, int, str]]:
+            last = 0
+            for m in _DASH.finditer(text):
+                if m.start() < last:
+                    continue
+                name, end = m["name"], m.end()
+                e = None
+                if m["dash"] == "-" and name in spaced:
+                    kind = "user" if name in _SHORT_USER_OPTIONS else "secret"
+                    e = self.value_edit(_SPACED_VALUE.match(text, end), kind)
+                if e is None:
+                    kind = _secret_kind(name)
+                    if kind is not None:
+                        e = self.value_edit(_DASH_VALUE.match(text, end), kind)
+                if e is None and m["dash"] == "-":
+                    for opt in attached:
+                        if name.startswith(opt):
+                            vm = _ATTACHED_VALUE.match(text, m.start("name") + len(opt))
+                            e = self.value_edit(vm, "user" if opt in _SHORT_USER_OPTIONS else "secret")
+                            break
+                if e:
+                    last = e[1]
+                    yield e
+
+        return _splice(text, edits())
+
+    def slash_options(self, text: str, spaced: frozenset[str]) -> str:
+        """`/user:x`, `/ntlm:x`, `/ru x`, `/rp x`; `/u x`, `/p x` for the known tools."""
+        def edits() -> Iterator[tuple[int, int, str]]:
+            n = len(text)
+            last = 0
+            for m in _SLASH.finditer(text):
+                end = m.end()
+                if end >= n or m.start() < last:
+                    continue
+                name = m["name"].lower()
+                kind = "user" if name in _SLASH_USER_NAMES else "secret"
+                if text[end] in ":=":
+                    if name not in _SLASH_NAMES and not _SLASH_GLUED.fullmatch(name):
+                        continue
+                    vm = _SLASH_COLON_VALUE.match(text, end)
+                    if vm and name == "p" and _MSBUILD_PROPERTY.match(_unquote(vm["val"])):
+                        continue    # msbuild /p:Name=Value: the key=value pass judges it
+                elif name in ("ru", "rp") or name in spaced:
+                    vm = _SLASH_SPACED_VALUE.match(text, end)
+                else:
+                    continue
+                e = self.value_edit(vm, kind)
+                if e:
+                    last = e[1]
+                    yield e
+
+        return _splice(text, edits())
+
+    def tool_options(self, text: str) -> str:
+        spaced: set[str] = set()
+        attached: set[str] = set()
+        slashed: set[str] = set()
+        found = [_TOOL_OPTIONS[w] for w in self.words if w in _TOOL_OPTIONS]
+        if "login" in self.words and not _LOGIN_TOOLS.isdisjoint(self.words):
+            found.append(_LOGIN_OPTIONS)
+        for sp, at, sl in found:
+            spaced.update(sp)
+            attached.update(at)
+            slashed.update(sl)
+        if "-" in text:
+            text = self.dash_options(text, frozenset(spaced), tuple(sorted(attached, key=len, reverse=True)))
+        if "/" in text:
+            text = self.slash_options(text, frozenset(slashed))
+        if not _ACCOUNT_TOOL_WORDS.isdisjoint(self.words):
+            text = _SU.sub(lambda m: m[0][: m.start("val") - m.start()] + self.user(m["val"]), text)
+            text = _ACCOUNT_TOOLS.sub(self.account_tool, text)
+        if not _ORACLE_WORDS.isdisjoint(self.words):
+            text = _ORACLE.sub(self.oracle_credentials, text)
+            text = _ORACLE_AT.sub(self.oracle_credentials, text)
+        return text
+
+    def account_tool(self, m: re.Match) -> str:
+        args = m["args"]
+        last = args.split()[-1]
+        if last.startswith("-") or _is_placeholder(last):
+            return m[0]
+        i = args.rfind(last)
+        return m[0][: m.start("args") - m.start()] + args[:i] + self.user(last) + args[i + len(last):]
+
+    def oracle_credentials(self, m: re.Match) -> str:
+        cred = m["cred"]
+        if _is_placeholder(cred):
+            return m[0]
+        user, _, pw = cred.partition("/")
+        self.name(user)
+        self.remember_secret(pw)
+        head, tail = m[0][: m.start("cred") - m.start()], m[0][m.end("cred") - m.start():]
+        return head + self.swap(cred, REDACTED) + tail
+
+    def config_values(self, text: str) -> str:
+        def repl(m: re.Match) -> str:
+            name = m["name"].lower()
+            kind = "secret" if name in _GIT_PERSONAL else (
+                _secret_kind(name.rsplit(".", 1)[-1]) or _secret_kind(name))
+            if kind is None:
+                return m[0]
+            e = self.value_edit(m, kind)
+            return m[0] if e is None else m[0][: e[0] - m.start()] + e[2] + m[0][e[1] - m.start():]
+
+        return _CONFIG_SET.sub(repl, text)
+
+    def key_values(self, text: str) -> str:
+        def edits() -> Iterator[tuple[int, int, str]]:
+            last = 0
+            for m in _KEY.finditer(text):
+                if m.start() < last:
+                    continue
+                key = m["key"]
+                if _USER_ID.fullmatch(key):
+                    kind = "user"
+                else:
+                    key = key.lstrip("-.")
+                    if m["sep"] == ":" and not m["kq"] and not _LONG_NAME_RE.fullmatch(key):
+                        continue    # `C:\`, `user:pw@host`, `/user:` ... only `password: x` without quotes
+                    kind = _secret_kind(key)
+                    if kind is None:
+                        continue
+                e = self.value_edit(_KV_VALUE_RE.match(text, m.end()), kind)
+                if e:
+                    last = e[1]
+                    yield e
+
+        return _splice(text, edits())
+
+    def hashes(self, text: str) -> str:
+        def repl(m: re.Match) -> str:
+            self.remember_secret(m[0])
+            return self.swap(m[0], REDACTED)
+
+        return _LMNT.sub(repl, text)
+
+    def userinfo(self, text: str) -> str:
+        def repl(m: re.Match) -> str:
+            user, _, pw = m["ui"].partition(":")
+            if _is_placeholder(user) and pw in ("", REDACTED):
+                return m[0]
+            s = m.start("ui")
+            if (not m["dom"] and s > 0 and text[s - 1] == "/" and (s == 1 or text[s - 2] in _TOKEN_START)
+                    and user.isalpha() and len(user) <= 20):
+                return m[0]     # a `/m:alice@example.com` switch: the e-mail pass takes the value
+            self.name(_account_name(user))
+            if pw != REDACTED:
+                self.remember_secret(pw)
+            self.count += 1
+            return f"{m['dom'] or ''}{m['dsep'] or ''}{REDACTED}@{m['host']}"
+
+        return _USERINFO.sub(repl, text)
+
+    def emails(self, text: str) -> str:
+        ssh = not _SSH_WORDS.isdisjoint(self.words) or any(w.startswith("impacket-") for w in self.words)
+
+        def repl(m: re.Match) -> str:
+            local, host = m["local"], m["host"]
+            labels = host.split(".")
+            tld = labels[-1]
+            is_ip = host.startswith("[") or _IPV4.fullmatch(host) is not None
+            emailish = (not is_ip and len(labels) >= 2 and tld.isalpha() and len(tld) >= 2
+                        and tld.lower() not in _FILE_EXTENSIONS)
+            s, e = m.start(), m.end()
+            at_token = (s == 0 or text[s - 1] in _TOKEN_START) and (e == len(text) or text[e] in _TOKEN_END)
+            if m["at"] == "@" and at_token and (ssh or is_ip):
+                if local.lower() in _USERINFO_KEPT or _is_placeholder(local):
+                    return m[0]
+                self.name(local)
+                self.count += 1
+                return f"{REDACTED}@{host}"
+            if not emailish:
+                return m[0]
+            self.name(local)
+            self.count += 1
+            return _pz(self.pseudonym, "email", f"{local}@{host}".lower())
+
+        return _EMAIL.sub(repl, text)
+
+    def profiles(self, text: str) -> str:
+        def repl(m: re.Match) -> str:
+            name = m["name"]
+            rest = ""
+            if (m.end() == len(text) and any(c.isspace() for c in name)
+                    and any(c.isspace() for c in text[: m.start()])):
+                # `dir C:\Users\bob foo` ending a command line: only the first word is the name.
+                first = name.split()[0]
+                rest = name[len(first):]
+                name = first
+            low = name.lower()
+            if low in _PROFILE_KEPT or name[0] in "%$~[" or low.startswith("pz-") or _is_placeholder(name):
+                return m[0]
+            self.name(name)
+            self.count += 1
+            return m["pre"] + self.account_pz(name) + rest
+
+        return _PROFILE.sub(repl, text)
+
+    def sids(self, text: str) -> str:
+        def repl(m: re.Match) -> str:
+            self.count += 1
+            return _sid_replacement(m[0], self.pseudonym)
+
+        return _SID.sub(repl, text)
+
+    def propagate(self, text: str) -> str:
+        """Other copies of the account names and secrets found by the rules, between non-alphanumerics."""
+        names = {n.lower() for n in self.names}
+        secrets = {s for s in self.secrets if s not in REDACTED}
+        if not names and not secrets:
+            return text
+        low = text.lower()
+        if len(low) != len(text):       # a case mapping changed the length: compare case-sensitively
+            low = text
+        spans: list[tuple[int, int, bool]] = []
+        for needles, hay, is_name in ((names, low, True), (secrets, text, False)):
+            for needle in needles:
+                if len(needle) > _PROPAGATE_MAX:
+                    continue
+                i = hay.find(needle)
+                budget = _PROPAGATE_MAX_HITS
+                while i >= 0 and budget:
+                    budget -= 1
+                    j = i + len(needle)
+                    if _is_boundary(hay, i - 1) and _is_boundary(hay, j):
+                        spans.append((i, j, is_name))
+                        i = hay.find(needle, j)
+                    else:
+                        i = hay.find(needle, i + 1)
+        if not spans:
+            return text
+        spans.sort(key=lambda s: (s[0], -s[1]))
+        kept: list[tuple[int, int, str]] = []
+        pos = 0
+        for i, j, is_name in spans:
+            if i >= pos:
+                kept.append((i, j, self.account_pz(text[i:j]) if is_name else REDACTED))
+                pos = j
+        self.count += len(kept)
+        return _splice(text, iter(kept))
+
+
+def _scrub(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer, depth: int = 0) -> tuple[str, int]:
+    low = text.lower()
+    words = _words(low)
+    run = _Run(pseudonym, reduce_url, words)
+    if depth == 0 and ("powershell" in words or "pwsh" in words):
+        text = run.encoded_powershell(text, depth)
+    if "://" in text:
+        text = run.urls(text)
+    text = run.powershell_credentials(text, low)
+    if any(h in low for h in _HEADER_HINTS) and _HEADER_HINT.search(text):
+        text = run.headers(text)
+    if "net" in words or "net1" in words:
+        text = run.net_commands(text)
+    if "/v" in low or "-name" in low:
+        text = run.registry_values(text)
+    text = run.tool_options(text)
+    if "config" in words or "configure" in words or "setx" in words:
+        text = run.config_values(text)
+    if "=" in text or ":" in text:
+        text = run.key_values(text)
+        text = run.hashes(text)
+    if "@" in text or "%40" in text:
+        text = run.userinfo(text)
+        text = run.emails(text)
+    if "users" in low or "home" in low or "documents and settings" in low:
+        text = run.profiles(text)
+    if "s-1-" in low:
+        text = run.sids(text)
+    text = run.propagate(text)
+    return text, run.count
+
+
+def scrub_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer) -> tuple[str, int]:
+    """Return (scrubbed text, number of replacements made)."""
+    if not isinstance(text, str):
+        text = str(text)
+    if not text:
+        return text, 0
+    return _scrub(text, pseudonym, reduce_url)
+
+
+class TextScrubber:
+    """`scrub_text` with the run's pseudonymizer and URL reducer, cached per unique text.
+
+    Picklable: the cache is not shipped to workers.
+    """
+
+    def __init__(self, pseudonym: Pseudonym, reduce_url: UrlReducer) -> None:
+        self.pseudonym = pseudonym
+        self.reduce_url = reduce_url
+        self._cache: dict[str, tuple[str, int]] = {}
+
+    def __call__(self, text: str) -> tuple[str, int]:
+        hit = self._cache.get(text)
+        if hit is not None:
+            return hit
+        out = scrub_text(text, self.pseudonym, self.reduce_url)
+        if len(text) <= _CACHE_MAX_TEXT:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[text] = out
+        return out
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._cache = {}
