@@ -77,12 +77,12 @@ def _write_stats(stats: Counter, path: str) -> None:
 
 
 def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: SanitizeContext,
-                   batch_lines: int = 5000) -> None:
+                   batch_lines: int = 5000, file_prefix: str = "run") -> None:
     """Attach the sanitizing graph to `p`; results land in `staging_dir`."""
     batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes)
     sanitized = batches | "SanitizeRecords" >> SanitizeRecords(ctx)
-    write_stats = sanitized.records | "WriteMinimizedParquet" >> WriteMinimizedParquet(staging_dir)
-    quarantine_stats = sanitized[QUARANTINE] | "WriteQuarantine" >> WriteQuarantine(staging_dir)
+    write_stats = sanitized.records | "WriteMinimizedParquet" >> WriteMinimizedParquet(staging_dir, file_prefix)
+    quarantine_stats = sanitized[QUARANTINE] | "WriteQuarantine" >> WriteQuarantine(staging_dir, file_prefix)
     (
         (sanitized[STATS], write_stats, quarantine_stats)
         | "AllStats" >> beam.Flatten()

@@ -75,22 +75,61 @@ def iter_lines(stream, max_bytes: int) -> Iterator[tuple[int, bytes]]:
         yield line_no, line
 
 
+CHUNK_BYTES = 32 << 20  # plain files are split at line boundaries into chunks this size
+
+
+def plan_chunks(files: list[str], chunk_bytes: int = CHUNK_BYTES) -> list[tuple[int, str, int, int, int]]:
+    """(file index, path, start byte, end byte or -1, first line number) per chunk.
+
+    Plain files are cut at newlines every `chunk_bytes` and the newlines before
+    each cut are counted (a fast scan), so chunks can be read by different
+    workers and still report exact line numbers. A gzip file is one chunk.
+    """
+    chunks = []
+    for index, path in enumerate(files):
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            if fh.peek(2)[:2] == GZIP_MAGIC:
+                chunks.append((index, path, 0, -1, 1))
+                continue
+            start, line = 0, 1
+            while start < size:
+                fh.seek(start + chunk_bytes)
+                end = start + chunk_bytes + len(fh.readline())  # cut after the next newline
+                if end >= size:
+                    chunks.append((index, path, start, -1, line))
+                    break
+                chunks.append((index, path, start, end, line))
+                fh.seek(start)
+                remaining, newlines = end - start, 0
+                while remaining:
+                    block = fh.read(min(remaining, READ_BUFFER * 8))
+                    newlines += block.count(b"\n")
+                    remaining -= len(block)
+                line += newlines
+                start = end
+    return chunks
+
+
 class _ReadLineBatches(beam.DoFn):
-    """(file index, path) -> (path, file index, [(line number, bytes), ...]) batches."""
+    """A chunk of a file -> (path, file index, [(line number, bytes or None), ...]) batches."""
 
     def __init__(self, batch_lines: int, max_line_bytes: int) -> None:
         self.batch_lines = batch_lines
         self.max_line_bytes = max_line_bytes
 
-    def process(self, element: tuple[int, str]):
-        index, path = element
+    def process(self, chunk: tuple[int, str, int, int, int]):
+        index, path, start, end, first_line = chunk
         batch: list[tuple[int, bytes | None]] = []
-        last = 0
+        last = first_line - 1
         with open_telemetry(path) as stream:
+            if start:
+                stream.seek(start)
+            limited = _Limited(stream, end - start) if end >= 0 else stream
             try:
-                for numbered in iter_lines(stream, self.max_line_bytes):
-                    last = numbered[0]
-                    batch.append(numbered)
+                for number, line in iter_lines(limited, self.max_line_bytes):
+                    last = number + first_line - 1
+                    batch.append((last, line))
                     if len(batch) >= self.batch_lines:
                         yield path, index, batch
                         batch = []
@@ -100,21 +139,42 @@ class _ReadLineBatches(beam.DoFn):
             yield path, index, batch
 
 
-class ReadTelemetry(beam.PTransform):
-    """NDJSON / NDJSON.gz files -> batches of numbered raw lines, spread over workers."""
+class _Limited:
+    """readline() over at most `remaining` bytes of a stream (one chunk of a plain file)."""
 
-    def __init__(self, files: list[str], batch_lines: int = 5000, max_line_bytes: int = 1 << 20) -> None:
+    def __init__(self, stream, remaining: int) -> None:
+        self.stream = stream
+        self.remaining = remaining
+
+    def readline(self, limit: int) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        line = self.stream.readline(min(limit, self.remaining))
+        self.remaining -= len(line)
+        return line
+
+
+class ReadTelemetry(beam.PTransform):
+    """NDJSON / NDJSON.gz files -> batches of numbered raw lines.
+
+    Only the chunk descriptors are shuffled to spread work over workers; the
+    lines are read where they are sanitized, so memory stays flat whatever the
+    input size.
+    """
+
+    def __init__(self, files: list[str], batch_lines: int = 5000, max_line_bytes: int = 1 << 20,
+                 chunk_bytes: int = CHUNK_BYTES) -> None:
         super().__init__()
-        self.files = files
+        self.chunks = plan_chunks(files, chunk_bytes)
         self.batch_lines = batch_lines
         self.max_line_bytes = max_line_bytes
 
     def expand(self, pbegin):
         return (
             pbegin
-            | "ListFiles" >> beam.Create(list(enumerate(self.files)))
-            | "ReadBatches" >> beam.ParDo(_ReadLineBatches(self.batch_lines, self.max_line_bytes))
+            | "ListChunks" >> beam.Create(self.chunks)
             | "Spread" >> beam.Reshuffle()
+            | "ReadBatches" >> beam.ParDo(_ReadLineBatches(self.batch_lines, self.max_line_bytes))
         )
 
 
@@ -177,8 +237,9 @@ class _FinalizePartition(beam.DoFn):
 
     MAX_ROWS_PER_FILE = 1_000_000
 
-    def __init__(self, final_dir: str) -> None:
+    def __init__(self, final_dir: str, file_prefix: str) -> None:
         self.final_dir = final_dir
+        self.file_prefix = file_prefix
 
     def process(self, element: tuple[tuple, list[str]]):
         key = PartitionKey(*element[0])
@@ -200,7 +261,7 @@ class _FinalizePartition(beam.DoFn):
             nonlocal pending, pending_rows, part, written
             table = pa.concat_tables(pending)
             table = table.sort_by("_origin").drop_columns([f.name for f in HIDDEN_COLUMNS])
-            pq.write_table(table, os.path.join(directory, f"part-{part:05d}.parquet"), compression=COMPRESSION)
+            pq.write_table(table, os.path.join(directory, f"part-{self.file_prefix}-{part:05d}.parquet"), compression=COMPRESSION)
             written += table.num_rows
             part += 1
             pending, pending_rows = [], 0
@@ -234,38 +295,41 @@ class WriteMinimizedParquet(beam.PTransform):
     Emits the write statistics (rows written, duplicates removed) as Counters.
     """
 
-    def __init__(self, staging_dir: str) -> None:
+    def __init__(self, staging_dir: str, file_prefix: str = "run") -> None:
         super().__init__()
         self.staging_dir = staging_dir
+        self.file_prefix = file_prefix
 
     def expand(self, tables):
+        final = os.path.join(self.staging_dir, "final")
         return (
             tables
             | "StageFiles" >> beam.ParDo(_StageWriter(self.staging_dir))
             | "GroupByPartition" >> beam.GroupByKey()
-            | "FinalizePartitions" >> beam.ParDo(_FinalizePartition(os.path.join(self.staging_dir, "final")))
+            | "FinalizePartitions" >> beam.ParDo(_FinalizePartition(final, self.file_prefix))
         )
 
 
-def _write_quarantine(tables: list[pa.Table], final_dir: str) -> Counter:
+def _write_quarantine(tables: list[pa.Table], final_dir: str, file_prefix: str) -> Counter:
     table = pa.concat_tables([QUARANTINE_SCHEMA.empty_table(), *tables]).sort_by(
         [("source_file", "ascending"), ("line_number", "ascending")])
     directory = os.path.join(final_dir, "_quarantine")
     os.makedirs(directory, exist_ok=True)
-    pq.write_table(table, os.path.join(directory, "part-00000.parquet"), compression=COMPRESSION)
+    pq.write_table(table, os.path.join(directory, f"part-{file_prefix}-00000.parquet"), compression=COMPRESSION)
     return Counter({"files_written": 1, "written/_quarantine": table.num_rows})
 
 
 class WriteQuarantine(beam.PTransform):
     """Quarantine tables -> one sorted Parquet file (it is small by nature)."""
 
-    def __init__(self, staging_dir: str) -> None:
+    def __init__(self, staging_dir: str, file_prefix: str = "run") -> None:
         super().__init__()
         self.final_dir = os.path.join(staging_dir, "final")
+        self.file_prefix = file_prefix
 
     def expand(self, tables):
         return (
             tables
             | "Collect" >> beam.combiners.ToList()
-            | "Write" >> beam.Map(_write_quarantine, self.final_dir)
+            | "Write" >> beam.Map(_write_quarantine, self.final_dir, self.file_prefix)
         )

@@ -31,7 +31,7 @@ from transforms.fields import FieldTypeError, parse_rfc3339
 from transforms.records import QUARANTINE_SCHEMA, SanitizeContext
 
 DEV_KEY_PATH = Path(__file__).resolve().parent.parent / "sample" / "dev-pseudonym.key"
-MANAGED_PREFIXES = ("_quarantine", "_locked", "_report.json")
+MANAGED_PREFIXES = ("_quarantine", "_locked", "_report.json", "_reports")
 
 
 class ConfigError(ValueError):
@@ -61,12 +61,29 @@ def parse_as_of(value: str | None) -> datetime:
         raise ConfigError(f"--as-of {value!r}: {exc} (example: 2026-11-25T00:00:00Z)") from None
 
 
-def publish(final_dir: str, out: str, managed: set[str], run_id: str) -> None:
-    """Replace the previous run's output with this run's, one top-level directory at a time.
+def publish(final_dir: str, out: str, managed: set[str], run_id: str, append: bool = False) -> None:
+    """Put this run's output in place.
 
-    Each rename is atomic, so a reader sees either the old or the new files of a
-    type, never a mix within it. Files in `out` the pipeline does not manage stay.
+    Replace mode (default): the previous run's output is swapped out, one
+    top-level directory at a time; each rename is atomic, so a reader sees
+    either the old or the new files of a type, never a mix. Files in `out` the
+    pipeline does not manage stay.
+    Append mode (`--append`, used by --watch): this run's files, whose names
+    carry the run id, are moved next to the existing ones; each run's report
+    is kept under _reports/.
     """
+    if append:
+        for root, _, files in os.walk(final_dir):
+            rel = os.path.relpath(root, final_dir)
+            os.makedirs(os.path.join(out, rel), exist_ok=True)
+            for name in files:
+                target = os.path.join(out, rel, name)
+                if name == "_report.json":
+                    os.makedirs(os.path.join(out, "_reports"), exist_ok=True)
+                    os.replace(os.path.join(root, name), os.path.join(out, "_reports", f"{run_id}.json"))
+                    continue
+                os.replace(os.path.join(root, name), target)
+        return
     trash = os.path.join(out, f".old-{run_id}")
     os.makedirs(trash)
     for name in sorted(os.listdir(out)):
@@ -107,13 +124,14 @@ def run(argv: list[str]) -> int:
     os.makedirs(os.path.join(staging, "final"))
     try:
         with beam.Pipeline(options=options) as p:
-            build_pipeline(p, files, staging, ctx, batch_lines=opts.batch_lines)
+            build_pipeline(p, files, staging, ctx, batch_lines=opts.batch_lines, file_prefix=run_id)
         with open(os.path.join(staging, "_stats.json"), encoding="utf-8") as fh:
             stats = Counter(json.load(fh))
         final = os.path.join(staging, "final")
         if not os.path.exists(os.path.join(final, "_quarantine")):
             os.makedirs(os.path.join(final, "_quarantine"))
-            pq.write_table(QUARANTINE_SCHEMA.empty_table(), os.path.join(final, "_quarantine", "part-00000.parquet"))
+            pq.write_table(QUARANTINE_SCHEMA.empty_table(),
+                           os.path.join(final, "_quarantine", f"part-{run_id}-00000.parquet"))
             stats["files_written"] += 1
         meta = {
             "run_id": run_id,
@@ -130,8 +148,20 @@ def run(argv: list[str]) -> int:
         with open(os.path.join(final, "_report.json"), "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=2, sort_keys=False)
         managed = set(policy.types) | set(MANAGED_PREFIXES)
-        publish(final, out, managed, run_id)
+        publish(final, out, managed, run_id, append=opts.append)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(summary(report))
     return 0 if report["identity"]["holds"] else 1
+
+
+def run_files(files: list[str], output: str, extra: list[str] | None = None) -> int:
+    """Programmatic entry (watch mode, scheduled jobs): one run over an explicit list of files."""
+    argv = [arg for f in files for arg in ("--input", glob_escape(f))] + ["--output", output] + list(extra or [])
+    return run(argv)
+
+
+def glob_escape(path: str) -> str:
+    import glob
+
+    return glob.escape(path)

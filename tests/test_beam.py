@@ -67,3 +67,18 @@ def test_write_minimized_parquet_removes_retries_across_batches(ctx, tmp_path):
     assert table.num_rows == 3
     assert Counter(table.column("event_id").to_pylist()) == {"1": 2, "2": 1}
     assert "_key" not in table.column_names and "_origin" not in table.column_names
+
+
+def test_chunked_reading_keeps_exact_line_numbers(tmp_path):
+    from pipeline.io import plan_chunks
+
+    path = tmp_path / "big.ndjson"
+    lines = [record(str(i)) for i in range(500)]
+    lines[123] = b""  # blank lines count for numbering
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    chunks = plan_chunks([str(path)], chunk_bytes=4096)
+    assert len(chunks) > 5
+    with TestPipeline(runner=RUNNER) as p:
+        numbered = (p | ReadTelemetry([str(path)], batch_lines=7, chunk_bytes=4096)
+                    | beam.FlatMap(lambda b: [(n, raw) for n, raw in b[2]]))
+        assert_that(numbered, equal_to(list(enumerate(lines, 1))))

@@ -31,7 +31,8 @@ _TOKEN = re.compile(
 def mask_line(text: str, known_keys: Collection[str], is_special: Callable[[str], str | None]) -> str:
     """Replace every value of a (possibly broken) JSON line by a marker; keep keys we know."""
     out: list[str] = []
-    tokens = _TOKEN.findall(text)
+    size = 0
+    tokens = _TOKEN.findall(text[: MAX_EXCERPT_CHARS * 4])
     last_key: str | None = None
     for i, tok in enumerate(tokens):
         if tok.startswith('"'):
@@ -58,7 +59,8 @@ def mask_line(text: str, known_keys: Collection[str], is_special: Callable[[str]
                 last_key = None if tok != "," else last_key
         else:
             out.append(f"<raw:{len(tok)}>")
-        if sum(len(t) for t in out) > MAX_EXCERPT_CHARS:
+        size += len(out[-1])
+        if size > MAX_EXCERPT_CHARS:
             out.append("...")
             break
     return "".join(out)

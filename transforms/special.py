@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
+_KEY = re.compile(rb'"([^"]{1,200})"\s*:')
 _PREFIX_MIN = 6  # terms this long also match as a word prefix ("religio" -> "religious")
 
 
@@ -34,10 +35,6 @@ class SpecialCategoryMatcher:
                 self._exact.setdefault(norm, category)
                 if len(norm) >= _PREFIX_MIN:
                     self._prefix.append((norm, category))
-        stems = sorted({t[:4] for t in self._exact}, key=len, reverse=True)
-        # Cheap byte-level pre-check: a line with none of these stems (and only ASCII,
-        # no \u escapes) cannot carry a special-category key.
-        self._prefilter = re.compile("|".join(re.escape(s) for s in stems).encode(), re.IGNORECASE)
         self._cache: dict[str, str | None] = {}
 
     def category_of(self, key: str) -> str | None:
@@ -65,10 +62,18 @@ class SpecialCategoryMatcher:
         return found
 
     def may_contain(self, line: bytes) -> bool:
-        """False only when the raw line certainly has no special-category key."""
-        if not line.isascii() or b"\\u" in line:
+        """False only when the raw line certainly has no special-category key.
+
+        Object keys are read straight off the bytes (a key is a string followed
+        by a colon) and looked up in the per-name cache; lines with escapes are
+        always walked in full, since an escaped key cannot be read that way.
+        """
+        if b"\\" in line:
             return True
-        return self._prefilter.search(line) is not None
+        for key in _KEY.findall(line):
+            if self.category_of(key.decode("utf-8", "replace")):
+                return True
+        return False
 
     def find(self, obj: object, path: str = "") -> Iterator[tuple[str, str, str]]:
         """Yield (path, key, category) for every special-category key at any depth."""

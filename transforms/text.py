@@ -270,10 +270,6 @@ _HEADER = re.compile(
 )
 _HEADER_HINTS = ("authorization", "cookie", "-token", "-key", "-secret", "-auth", "-signature", "-session",
                  "-password", "-credential", "-apikey")
-_HEADER_HINT = re.compile(
-    r"(?i)(?:authorization|cookie|-token|-key|-secret|-auth|-signature|-session|-sessionid|-password"
-    r"|-credential|-apikey)[\"']?[ \t]{0,8}[:=]"
-)
 _HEADER_TOKEN = re.compile(r"[^\s\"']*")
 _AUTH_SCHEME = re.compile(
     r"(?i)(?:bearer|basic|digest|negotiate|ntlm|token|apikey|api-key|aws4-hmac-sha256|hmac|sso-key)\s+"
@@ -302,7 +298,7 @@ _DASH_VALUE = re.compile(
 )
 _SPACED_VALUE = re.compile(rf"(?P<cq>[\"']?)(?P<sep>[ \t]+){_NOT_SWITCH}(?P<val>{_VALUE})")
 _ATTACHED_VALUE = re.compile(rf"(?P<sep>[:=]?)(?![\s\-])(?P<val>{_VALUE})")
-_SLASH = re.compile(r"(?<![\w/\\:.\-])/(?P<name>[A-Za-z][\w\-]{0,40})(?![\w\-])")
+_SLASH = re.compile(r"(?<![\w/\\:.\-])/(?P<name>[A-Za-z][\w\-]{0,40})(?=[:=]|[ \t])")
 _SLASH_COLON_VALUE = re.compile(rf"(?P<sep>[:=])(?P<val>{_VALUE})")
 _SLASH_SPACED_VALUE = re.compile(rf"(?P<sep>[ \t]+){_NOT_SWITCH}(?P<val>{_VALUE})")
 _SLASH_NAMES = frozenset({
@@ -321,13 +317,11 @@ _CONFIG_SET = re.compile(
 _GIT_PERSONAL = frozenset({"user.name", "user.email", "author.name", "author.email", "committer.name",
                            "committer.email", "sendemail.smtpuser"})
 
-_KEY = re.compile(
-    r"(?<!\w)(?P<key>(?i:user\s+id)|[\w.\-]{1,120})(?P<kq>\\?[\"']?)[ \t]{0,8}(?P<sep>[=:])[ \t]{0,8}"
-)
+_KV_SEP = re.compile(r"[=:]")
+_USER_ID_BEFORE = re.compile(r"(?i)(?<![\w])user\s{1,4}$")
 _KV_VALUE_RE = re.compile(rf"(?P<val>{_KV_VALUE})")
-_USER_ID = re.compile(r"(?i)user\s+id")
 
-_LMNT = re.compile(r"(?i)(?<![0-9a-z])[0-9a-f]{32}:[0-9a-f]{32}(?![0-9a-z])")
+_LMNT = re.compile(r"(?i)(?<![0-9a-z])[0-9a-f]{32}:[0-9a-f]{32}(?![0-9a-z])")     # used with .match()
 
 _USERINFO = re.compile(
     r"(?<![^\s\"'=(,;<>|&/\\])(?:(?P<dom>[\w.-]{1,64})(?P<dsep>[/\\]))?"
@@ -445,6 +439,20 @@ def _words(low: str) -> set[str]:
                 w = w.rsplit(".", 1)[0]
             out.add(w)
     return out
+
+
+def _may_have_header(low: str) -> bool:
+    """Cheap test: a header-like name followed by `:` or `=` (after an optional quote and blanks)."""
+    for hint in _HEADER_HINTS:
+        i = low.find(hint)
+        while i >= 0:
+            j = i + len(hint)
+            while j < len(low) and low[j] in "\"' \t" and j - i - len(hint) < 10:
+                j += 1
+            if j < len(low) and low[j] in ":=":
+                return True
+            i = low.find(hint, i + 1)
+    return False
 
 
 def _sid_replacement(sid: str, pseudonym: Pseudonym) -> str:
@@ -808,22 +816,37 @@ class _Run:
         return _CONFIG_SET.sub(repl, text)
 
     def key_values(self, text: str) -> str:
+        """`password=x`, `Pwd=x;`, `User ID=x`, `AWS_SECRET_ACCESS_KEY=x`, `"token": "x"`, `password: x`."""
         def edits() -> Iterator[tuple[int, int, str]]:
             last = 0
-            for m in _KEY.finditer(text):
-                if m.start() < last:
+            for sep in _KV_SEP.finditer(text):
+                i = sep.start()
+                if i < last:
                     continue
-                key = m["key"]
-                if _USER_ID.fullmatch(key):
+                k = i
+                while k > 0 and i - k < 8 and text[k - 1] in " \t":
+                    k -= 1
+                quoted = k > 0 and text[k - 1] in "\"'"
+                if quoted:
+                    k -= 1 + (k > 1 and text[k - 2] == "\\")
+                key_end = k
+                while k > 0 and key_end - k < 120 and (text[k - 1].isalnum() or text[k - 1] in "_.-"):
+                    k -= 1
+                key = text[k:key_end].lstrip("-.")
+                if not key or k > 0 and text[k - 1] == "_":
+                    continue
+                if key.lower() == "id" and _USER_ID_BEFORE.search(text, max(0, k - 12), k):
                     kind = "user"
+                elif sep[0] == ":" and not quoted and not _LONG_NAME_RE.fullmatch(key):
+                    continue    # `C:\`, `user:pw@host`, `/user:` ... only `password: x` without quotes
                 else:
-                    key = key.lstrip("-.")
-                    if m["sep"] == ":" and not m["kq"] and not _LONG_NAME_RE.fullmatch(key):
-                        continue    # `C:\`, `user:pw@host`, `/user:` ... only `password: x` without quotes
                     kind = _secret_kind(key)
                     if kind is None:
                         continue
-                e = self.value_edit(_KV_VALUE_RE.match(text, m.end()), kind)
+                v = i + 1
+                while v < len(text) and v - i <= 8 and text[v] in " \t":
+                    v += 1
+                e = self.value_edit(_KV_VALUE_RE.match(text, v), kind)
                 if e:
                     last = e[1]
                     yield e
@@ -831,11 +854,20 @@ class _Run:
         return _splice(text, edits())
 
     def hashes(self, text: str) -> str:
-        def repl(m: re.Match) -> str:
-            self.remember_secret(m[0])
-            return self.swap(m[0], REDACTED)
+        """LM:NT hash pairs (`aad3b435...:31d6cfe0...`)."""
+        def edits() -> Iterator[tuple[int, int, str]]:
+            i = text.find(":", 32)
+            while i >= 0:
+                m = _LMNT.match(text, i - 32)
+                if m:
+                    self.remember_secret(m[0])
+                    self.count += 1
+                    yield m.start(), m.end(), REDACTED
+                    i = text.find(":", m.end() + 32)
+                else:
+                    i = text.find(":", i + 1)
 
-        return _LMNT.sub(repl, text)
+        return _splice(text, edits())
 
     def userinfo(self, text: str) -> str:
         def repl(m: re.Match) -> str:
@@ -952,7 +984,7 @@ def _scrub(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer, depth: int =
     if "://" in text:
         text = run.urls(text)
     text = run.powershell_credentials(text, low)
-    if any(h in low for h in _HEADER_HINTS) and _HEADER_HINT.search(text):
+    if _may_have_header(low):
         text = run.headers(text)
     if "net" in words or "net1" in words:
         text = run.net_commands(text)
