@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+
+COMMANDS = {
+    "sample": "pipeline.sample",      # generate realistic dirty telemetry
+    "replay": "pipeline.replay",      # write telemetry into a landing directory at a controlled rate
+    "policy": "pipeline.policy_doc",  # print the enforced policy as Markdown
+    "explain": "pipeline.explain",    # show, per record, what each rule did
+    "subject": "pipeline.subject",    # data-subject rights: export / erase
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.getLogger().setLevel(logging.ERROR)  # Beam is chatty at import; our own output is the summary
     command = argv[0] if argv and not argv[0].startswith("-") else None
-    if command == "sample":
-        from pipeline.sample import main as sample_main
-
-        return sample_main(argv[1:])
-    if command == "policy":
-        from pipeline.policy_doc import main as policy_main
-
-        return policy_main(argv[1:])
+    if command in COMMANDS:
+        return importlib.import_module(COMMANDS[command]).main(argv[1:])
     if command is not None:
-        print(f"error: unknown command {command!r} (commands: sample, policy; or options for a run)",
+        print(f"error: unknown command {command!r} (commands: {', '.join(COMMANDS)}; or options for a run)",
               file=sys.stderr)
         return 2
+    if any(a == "--watch" or a.startswith("--watch=") for a in argv):
+        from pipeline.watch import main as watch_main
+
+        return watch_main(argv)
     from pipeline.run import run
 
     return run(argv)
