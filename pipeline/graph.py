@@ -14,6 +14,7 @@ from apache_beam import pvalue
 
 from pipeline.io import ReadTelemetry, WriteMinimizedParquet, WriteQuarantine
 from transforms.records import SanitizeContext, sanitize_lines
+from transforms.withdrawals import load_withdrawals
 
 QUARANTINE = "quarantine"
 STATS = "stats"
@@ -29,9 +30,9 @@ class _SanitizeBatch(beam.DoFn):
         # Caches (hosts, pseudonyms, the suffix list) are built once per worker.
         self.ctx = SanitizeContext(**self._ctx_state)
 
-    def process(self, element):
+    def process(self, element, withdrawals=None):
         source, index, lines = element
-        result = sanitize_lines(self.ctx, source, index, lines)
+        result = sanitize_lines(self.ctx, source, index, lines, withdrawals)
         yield pvalue.TaggedOutput(STATS, result.stats)
         if result.quarantine is not None:
             yield pvalue.TaggedOutput(QUARANTINE, result.quarantine)
@@ -42,13 +43,27 @@ class _SanitizeBatch(beam.DoFn):
 class SanitizeRecords(beam.PTransform):
     """Line batches -> sanitized Arrow tables keyed by partition, plus quarantine and stats outputs."""
 
-    def __init__(self, ctx: SanitizeContext) -> None:
+    def __init__(self, ctx: SanitizeContext, withdrawals=None) -> None:
         super().__init__()
         self.ctx = ctx
+        self.withdrawals = withdrawals  # optional PCollection with one element: the withdrawals lookup
 
     def expand(self, batches):
-        return batches | "Sanitize" >> beam.ParDo(_SanitizeBatch(self.ctx)).with_outputs(
+        side = {} if self.withdrawals is None else {"withdrawals": beam.pvalue.AsSingleton(self.withdrawals)}
+        return batches | "Sanitize" >> beam.ParDo(_SanitizeBatch(self.ctx), **side).with_outputs(
             QUARANTINE, STATS, main="records")
+
+
+class _LoadWithdrawals(beam.DoFn):
+    """The withdrawals file -> one lookup {device hash: {basis: time}}, used as a side input:
+    each worker gets it once, not once per record."""
+
+    def __init__(self, ctx: SanitizeContext) -> None:
+        self._ctx_state = ctx.__getstate__()
+
+    def process(self, path: str):
+        ctx = SanitizeContext(**self._ctx_state)
+        yield load_withdrawals(path, ctx.device_hash)
 
 
 class SumCounters(beam.CombineFn):
@@ -77,10 +92,14 @@ def _write_stats(stats: Counter, path: str) -> None:
 
 
 def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: SanitizeContext,
-                   batch_lines: int = 5000, file_prefix: str = "run") -> None:
+                   batch_lines: int = 5000, file_prefix: str = "run", withdrawals_path: str | None = None) -> None:
     """Attach the sanitizing graph to `p`; results land in `staging_dir`."""
     batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes)
-    sanitized = batches | "SanitizeRecords" >> SanitizeRecords(ctx)
+    withdrawals = None
+    if withdrawals_path:
+        withdrawals = (p | "WithdrawalsFile" >> beam.Create([withdrawals_path])
+                       | "LoadWithdrawals" >> beam.ParDo(_LoadWithdrawals(ctx)))
+    sanitized = batches | "SanitizeRecords" >> SanitizeRecords(ctx, withdrawals)
     write_stats = sanitized.records | "WriteMinimizedParquet" >> WriteMinimizedParquet(staging_dir, file_prefix)
     quarantine_stats = sanitized[QUARANTINE] | "WriteQuarantine" >> WriteQuarantine(staging_dir, file_prefix)
     (

@@ -20,6 +20,8 @@ class SanitizerOptions(PipelineOptions):
                             default=None, help="secret key for pseudonyms; without it a random per-run key is used")
         parser.add_argument("--as-of", "--as_of", dest="as_of", default=None,
                             help="RFC 3339 time retention and clock checks are measured against (default: now)")
+        parser.add_argument("--withdrawals", default=None,
+                            help="consent withdrawals: NDJSON or CSV with device_id, basis, withdrawn_at")
         parser.add_argument("--append", action="store_true", default=False,
                             help="add this run's files to --output instead of replacing it (used by --watch)")
         parser.add_argument("--batch-lines", "--batch_lines", dest="batch_lines", type=int, default=5000,

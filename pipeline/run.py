@@ -29,6 +29,7 @@ from pipeline.report import build_report, summary
 from schemas.policy import PolicyError, load_policy
 from transforms.fields import FieldTypeError, parse_rfc3339
 from transforms.records import QUARANTINE_SCHEMA, SanitizeContext
+from transforms.withdrawals import WithdrawalsError, load_withdrawals
 
 DEV_KEY_PATH = Path(__file__).resolve().parent.parent / "sample" / "dev-pseudonym.key"
 MANAGED_PREFIXES = ("_quarantine", "_locked", "_report.json", "_reports")
@@ -109,10 +110,14 @@ def run(argv: list[str]) -> int:
         as_of = parse_as_of(opts.as_of)
         files = expand_inputs(opts.input)
         ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)
+        withdrawals = None
+        if opts.withdrawals:
+            withdrawals = os.path.abspath(opts.withdrawals)
+            n_devices = len(load_withdrawals(withdrawals, ctx.device_hash))  # validate before anything is written
         out = os.path.abspath(opts.output)
         if os.path.exists(out) and not os.path.isdir(out):
             raise ConfigError(f"--output {out}: exists and is not a directory")
-    except (ConfigError, PolicyError, InputError) as exc:
+    except (ConfigError, PolicyError, InputError, WithdrawalsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -124,7 +129,8 @@ def run(argv: list[str]) -> int:
     os.makedirs(os.path.join(staging, "final"))
     try:
         with beam.Pipeline(options=options) as p:
-            build_pipeline(p, files, staging, ctx, batch_lines=opts.batch_lines, file_prefix=run_id)
+            build_pipeline(p, files, staging, ctx, batch_lines=opts.batch_lines, file_prefix=run_id,
+                           withdrawals_path=withdrawals)
         with open(os.path.join(staging, "_stats.json"), encoding="utf-8") as fh:
             stats = Counter(json.load(fh))
         final = os.path.join(staging, "final")
@@ -143,6 +149,7 @@ def run(argv: list[str]) -> int:
             "output_dir": out,
             "policy": {"version": policy.version, "sha256": policy.sha256, "source": policy.source},
             "key": {"mode": key_mode, "linkable_across_runs": key_mode != "random-per-run"},
+            "withdrawals": {"file": withdrawals, "devices": n_devices} if withdrawals else None,
         }
         report = build_report(stats, meta)
         with open(os.path.join(final, "_report.json"), "w", encoding="utf-8") as fh:

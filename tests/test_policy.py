@@ -110,3 +110,22 @@ def test_missing_policy_file_is_a_clear_error(tmp_path):
 def test_policy_hash_changes_with_content(policy):
     other = parse_policy(TEXT.replace("retention_days = 30", "retention_days = 31", 1), "x.toml")
     assert other.sha256 != policy.sha256
+
+
+def test_readme_policy_table_is_current(policy):
+    from pipeline.policy_doc import README, readme_section, render
+
+    section = readme_section(README.read_text(encoding="utf-8"))
+    assert section is not None, "README.md lost its policy markers"
+    assert section == render(policy), "README policy table is stale: run python -m pipeline policy --write-readme"
+
+
+def test_policy_command_prints_every_type_and_field(policy, capsys):
+    from pipeline.policy_doc import main
+
+    assert main([]) == 0
+    text = capsys.readouterr().out
+    for t in policy.types.values():
+        assert f"| {t.name} |" in text
+        for f in t.fields:
+            assert f"`{f.name}`" in text

@@ -4,7 +4,7 @@ Every non-blank line ends in exactly one place (POLICY.md promises 9 and 10):
 an output row, a drop counted under a named rule, or a quarantine row with its
 reason. The order of the gates is fixed and documented in the README:
 parse -> envelope and field types -> future clock -> children -> consent ->
-retention; duplicates are removed later, when rows of a partition meet.
+consent withdrawn -> retention; duplicates are removed later, when rows of a partition meet.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from transforms.quarantine import mask_line
 from transforms.special import SpecialCategoryMatcher
 from transforms.text import TextScrubber
 from transforms.urls import UrlSanitizer
+from transforms.withdrawals import micros, withdrawn_basis
 
 BOM = b"\xef\xbb\xbf"
 ORIGIN_LINE_BITS = 40  # _origin = file index << 40 | line number: a total, runner-independent order
@@ -123,6 +124,10 @@ class SanitizeContext:
                             digest_size=8, key=self.key[:64])
         return int.from_bytes(h.digest(), "big", signed=True)
 
+    def device_hash(self, device_id: str) -> int:
+        """64-bit keyed hash of a raw device id: how withdrawals are matched without holding ids."""
+        return self.dedupe_key(device_id, "")
+
     def line_digest(self, raw: bytes) -> str:
         return hmac.new(self.key, b"line:" + raw, hashlib.sha256).hexdigest()[:32]
 
@@ -215,8 +220,12 @@ def _removed_fields(rec: dict, tpol: TypePolicy, ctx: SanitizeContext, stats: Co
 
 
 def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
-                   lines: list[tuple[int, bytes | None]]) -> BatchResult:
-    """Sanitize numbered raw lines (without newline) of one file; see module docstring."""
+                   lines: list[tuple[int, bytes | None]],
+                   withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
+    """Sanitize numbered raw lines (without newline) of one file; see module docstring.
+
+    `withdrawals` maps device hashes to withdrawn consent bases (see transforms.withdrawals).
+    """
     result = BatchResult()
     stats = result.stats
     quarantine: list[tuple] = []
@@ -265,9 +274,14 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             stats["dropped/child_data"] += 1
             continue
         consent = rec.get("consent") or {}
-        missing = next((f for f in (*policy.base_consent, *tpol.consent) if consent.get(f) is not True), None)
+        needed = (*policy.base_consent, *tpol.consent)
+        missing = next((f for f in needed if consent.get(f) is not True), None)
         if missing:
             stats[f"dropped/consent_missing:{missing}"] += 1
+            continue
+        if withdrawals and withdrawn_basis(withdrawals.get(ctx.device_hash(rec["device_id"])), needed,
+                                           micros(event_time)):
+            stats["dropped/consent_withdrawn"] += 1
             continue
         area = "data"
         if event_time < ctx.expiry[tpol.name]:

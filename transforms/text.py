@@ -106,7 +106,7 @@ def scrub_account(value: str, pseudonym: Pseudonym) -> str:
         return value
     if _SID.fullmatch(s):
         return _sid_replacement(s, pseudonym)
-    if is_builtin_account(s):
+    if is_builtin_account(s) or _ANY_SID.fullmatch(s):     # well-known SIDs: S-1-5-18, S-1-5-32-544 ...
         return value
     domain, sep, name = s.rpartition("\\")
     if (sep and domain and domain.lower() not in _KEPT_DOMAINS and not _NETBIOS_DOMAIN.fullmatch(domain)
@@ -154,11 +154,13 @@ _NOT_SWITCH = r"""(?!-{1,2}[A-Za-z]|/[A-Za-z]|[&|<>;])"""
 _LONG_WORDS = (
     "password|passwd|passphrase|passcode|token|secret|secretkey|apikey|accesskey|accountkey|privatekey"
     "|credentials|credential|username|sessionid|sessid|sessiontoken|signature|storepass|keypass|keyid"
-    "|samaccountname|userprincipalname|sharedaccesskey|sharedaccesssignature|sshpass"
+    "|samaccountname|userprincipalname|sharedaccesskey|sharedaccesssignature|sshpass|bearer"
+    "|givenname|surname|displayname|fullname|emailaddress"
 )
 _SHORT_WORDS = (
     "pass|pwd|pw|user|userid|uid|sid|auth|sig|key|login|cred|creds|hash|hashes|session|cookie|author"
     "|identity|passin|passout|aeskey|ntlm|rc4|cert|key[-_]id|user[-_]name|user[-_]id|session[-_]id"
+    "|member|members|obj"
 )
 _NAME_RE = re.compile(
     rf"(?:[a-z0-9]{{1,30}}[-_.]){{0,6}}[a-z0-9]{{0,30}}(?:{_LONG_WORDS})"
@@ -170,7 +172,7 @@ _LONG_NAME_RE = re.compile(
 )
 _USER_ENDINGS = (
     "username", "user_name", "user-name", "userid", "user_id", "user-id", "user", "uid", "login", "identity",
-    "samaccountname", "userprincipalname",
+    "samaccountname", "userprincipalname", "member", "members", "obj",
 )
 _NAME_EXCLUDED = frozenset({"usedefaultcredentials", "usedefaultcredential", "defaultcredentials"})
 _KIND_CACHE: dict[str, str | None] = {}
@@ -258,7 +260,7 @@ _SECURESTRING_PIPE = re.compile(
 )
 _ECHO_PIPE = re.compile(
     rf"(?i)(?<![\w-])(?:echo|printf)(?:\s+-[a-z]{{1,3}})?\s+(?P<val>{_VALUE})"
-    r"(?=\s{0,8}\|\s{0,8}(?:sudo|passwd|chpasswd|su|smbpasswd|kinit)\b)"
+    r"(?=\s{0,8}\|\s{0,8}(?:sudo|passwd|chpasswd|su|smbpasswd|kinit|anydesk|[^|&;\r\n]{0,200}--?set-pass))"
 )
 
 _HEADER = re.compile(
@@ -304,11 +306,12 @@ _SLASH_SPACED_VALUE = re.compile(rf"(?P<sep>[ \t]+){_NOT_SWITCH}(?P<val>{_VALUE}
 _SLASH_NAMES = frozenset({
     "rc4", "ntlm", "aes128", "aes256", "aes", "des", "password", "passwd", "pass", "pwd", "pw", "p", "u",
     "user", "username", "ticket", "key", "krbkey", "hash", "creduser", "credpassword", "certificate", "pth",
-    "token", "secret", "rp", "ru",
+    "token", "secret", "rp", "ru", "krbtgt", "aeskey", "certpass", "pfxpass",
 })
 _SLASH_GLUED = re.compile(r"[a-z0-9]{1,30}(?:password|passwd|token|secret|credential|username)")
 _SLASH_USER_NAMES = frozenset({"u", "user", "username", "creduser", "ru"})
 _MSBUILD_PROPERTY = re.compile(r"[A-Za-z_][\w.]{1,63}=[^=]")
+_MSBUILD_WORDS = frozenset({"msbuild", "dotnet", "devenv", "csc", "vbc", "nuget"})
 
 _CONFIG_SET = re.compile(
     r"(?i)(?<![\w-])(?P<head>(?:configure\s+set|config(?:\s+--[a-z-]{1,20})*|setx(?:\s+/[a-z]{1,2})*)\s+)"
@@ -353,8 +356,14 @@ _PROFILE = re.compile(
 _PROFILE_KEPT = frozenset({
     "public", "default", "default user", "all users", "defaultuser0", "default.migrated", "shared",
     "defaultapppool", "desktop.ini", "linuxbrew", ".", "..", "redacted",
+    # default accounts of cloud images and service accounts named after their program: not persons,
+    # and replacing `node` elsewhere in `node server.js` would cost the executable name
+    "root", "ubuntu", "ec2-user", "centos", "debian", "fedora", "azureuser", "vagrant", "pi", "opc", "node",
+    "git", "gitlab-runner", "runner", "jenkins", "www-data", "postgres", "mysql", "oracle", "redis", "nginx",
+    "apache", "tomcat", "docker", "elasticsearch", "kafka", "hadoop", "mongodb", "rabbitmq", "ansible",
 })
 
+_ANY_SID = re.compile(r"(?i)S-1-\d{1,3}(?:-\d{1,10}){1,8}")
 _SID = re.compile(r"(?i)(?<![A-Za-z0-9\-])S-1-(?P<auth>5-21|12-1)(?P<rest>(?:-\d{1,10}){3,5})(?!\d)")
 
 # Unix account tools whose account is a positional argument: `su - bob`, `useradd -m -s /bin/sh bob`.
@@ -410,13 +419,21 @@ _tools(("mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoim
 _tools(("ssh", "plink", "autossh", "putty", "kitty", "pscp", "psftp"), "l")
 _tools(("lftp",), "u")
 _tools(("openssl",), "k")
+_tools(("certutil",), "p")
 _tools(("winrs",), "", "u p")
 _tools(("sudo", "doas", "runuser", "crontab", "pkill", "pgrep", "top", "htop", "killall"), "u")
 _tools(("useradd", "usermod"), "p")
 _tools(("schtasks", "tasklist", "taskkill", "systeminfo", "getmac", "driverquery", "openfiles", "eventcreate",
         "eventtriggers", "gpresult", "eventquery"), "", "", "u p user")
 # `docker login -u x -p y` and friends: only with the `login` verb (`docker run -p 80:80` is a port).
-_LOGIN_TOOLS = frozenset({"docker", "podman", "nerdctl", "buildah", "skopeo", "oras", "helm"})
+_LOGIN_TOOLS = frozenset({
+    "docker", "podman", "nerdctl", "buildah", "skopeo", "oras", "helm", "az", "oc", "cf",
+})
+_ACCOUNT_CMDLETS = frozenset({
+    "new-localuser", "set-localuser", "get-localuser", "remove-localuser", "enable-localuser",
+    "disable-localuser", "rename-localuser", "new-aduser", "set-aduser", "get-aduser", "remove-aduser",
+    "enable-adaccount", "disable-adaccount", "unlock-adaccount", "set-adaccountpassword",
+})
 _SHORT_USER_OPTIONS = frozenset({"u", "U", "l"})
 _LOGIN_OPTIONS = (frozenset({"u", "p"}), (), frozenset())
 
@@ -708,6 +725,8 @@ class _Run:
 
     def dash_options(self, text: str, spaced: frozenset[str], attached: tuple[str, ...]) -> str:
         """`--password x`, `-Password:x`, `--db-user=x` for any tool; `-p x`, `-pX` for the known tools."""
+        account_cmdlet = not _ACCOUNT_CMDLETS.isdisjoint(self.words)
+
         def edits() -> Iterator[tuple[int, int, str]]:
             last = 0
             for m in _DASH.finditer(text):
@@ -720,6 +739,8 @@ class _Run:
                     e = self.value_edit(_SPACED_VALUE.match(text, end), kind)
                 if e is None:
                     kind = _secret_kind(name)
+                    if kind is None and account_cmdlet and name.lower() == "name":
+                        kind = "user"       # New-LocalUser -Name bob
                     if kind is not None:
                         e = self.value_edit(_DASH_VALUE.match(text, end), kind)
                 if e is None and m["dash"] == "-":
@@ -749,7 +770,8 @@ class _Run:
                     if name not in _SLASH_NAMES and not _SLASH_GLUED.fullmatch(name):
                         continue
                     vm = _SLASH_COLON_VALUE.match(text, end)
-                    if vm and name == "p" and _MSBUILD_PROPERTY.match(_unquote(vm["val"])):
+                    if (vm and name == "p" and _MSBUILD_PROPERTY.match(_unquote(vm["val"]))
+                            and not _MSBUILD_WORDS.isdisjoint(self.words)):
                         continue    # msbuild /p:Name=Value: the key=value pass judges it
                 elif name in ("ru", "rp") or name in spaced:
                     vm = _SLASH_SPACED_VALUE.match(text, end)
@@ -906,9 +928,12 @@ class _Run:
                 return f"{REDACTED}@{host}"
             if not emailish:
                 return m[0]
+            switch = ""
+            if s > 0 and text[s - 1] == "-" and (s == 1 or text[s - 2] in _TOKEN_START) and len(local) > 1:
+                switch, local = local[0], local[1:]     # `sendmail -falice@example.com`: `-f` is a switch
             self.name(local)
             self.count += 1
-            return _pz(self.pseudonym, "email", f"{local}@{host}".lower())
+            return switch + _pz(self.pseudonym, "email", f"{local}@{host}".lower())
 
         return _EMAIL.sub(repl, text)
 
