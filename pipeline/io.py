@@ -261,7 +261,8 @@ class _FinalizePartition(beam.DoFn):
             nonlocal pending, pending_rows, part, written
             table = pa.concat_tables(pending)
             table = table.sort_by("_origin").drop_columns([f.name for f in HIDDEN_COLUMNS])
-            pq.write_table(table, os.path.join(directory, f"part-{self.file_prefix}-{part:05d}.parquet"), compression=COMPRESSION)
+            name = f"part-{self.file_prefix}-{part:05d}.parquet"
+            pq.write_table(table, os.path.join(directory, name), compression=COMPRESSION)
             written += table.num_rows
             part += 1
             pending, pending_rows = [], 0

@@ -27,8 +27,9 @@ def build_report(stats: Counter, meta: dict[str, Any]) -> dict[str, Any]:
         special[category][name] = n
     accounted = sum(output.values()) + sum(dropped.values()) + sum(quarantined.values())
     written = _group(stats, "written/")
+    types = (set(output) | set(written)) - {"_quarantine"}
     writer_mismatch = {t: (output.get(t, 0), written.get(t, 0))
-                       for t in set(output) | set(written) if t != "_quarantine" and output.get(t, 0) != written.get(t, 0)}
+                       for t in types if output.get(t, 0) != written.get(t, 0)}
     if written.get("_quarantine", 0) != sum(quarantined.values()):
         writer_mismatch["_quarantine"] = (sum(quarantined.values()), written.get("_quarantine", 0))
     report = {

@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import apache_beam as beam
@@ -55,7 +55,7 @@ def load_key(path: str | None) -> tuple[bytes, str]:
 
 def parse_as_of(value: str | None) -> datetime:
     if not value:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     try:
         return parse_rfc3339(value)
     except FieldTypeError as exc:
@@ -124,7 +124,7 @@ def run(argv: list[str]) -> int:
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_RUNNER
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     staging = os.path.join(out, f".staging-{run_id}")
     os.makedirs(os.path.join(staging, "final"))
     try:
@@ -141,7 +141,7 @@ def run(argv: list[str]) -> int:
             stats["files_written"] += 1
         meta = {
             "run_id": run_id,
-            "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+            "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
             "duration_seconds": round(time.time() - started, 3),
             "runner": str(standard.runner),
             "as_of": as_of.isoformat(),

@@ -67,7 +67,7 @@ class FieldRule:
         n, t = self.column or self.name, self.transform
         if t == "url":
             types = (pa.string(), pa.string(), pa.int32(), pa.string(), pa.string(), pa.string())
-            return [pa.field(f"{n}_{part}", typ) for part, typ in zip(URL_PARTS, types)]
+            return [pa.field(f"{n}_{part}", typ) for part, typ in zip(URL_PARTS, types, strict=True)]
         if t == "pseudonym":
             return [pa.field(f"{n}_pseudonym", pa.string())]
         if t == "email_domain":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from schemas.policy import load_policy  # noqa: E402
 
 TEST_KEY = b"test-key-0123456789abcdef-0123456789"
-AS_OF = datetime(2026, 11, 25, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 25, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")

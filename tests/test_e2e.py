@@ -122,7 +122,7 @@ def test_no_duplicate_events_in_output(sample_run):
     out, _, report = sample_run
     for rtype in report["output_records"]:
         t = ds.dataset(out / rtype, partitioning="hive").to_table(columns=["device_id_pseudonym", "event_id"])
-        pairs = list(zip(t.column(0).to_pylist(), t.column(1).to_pylist()))
+        pairs = list(zip(t.column(0).to_pylist(), t.column(1).to_pylist(), strict=True))
         assert len(pairs) == len(set(pairs)), rtype
 
 

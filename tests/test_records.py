@@ -195,7 +195,8 @@ def test_region_tags(ctx):
 
 def test_every_type_produces_its_schema(ctx):
     samples = {
-        "license": {"license_key": "AAAAA-zqlic", "product": "KIS", "product_version": "21", "expires": "2027-01-01T00:00:00Z"},
+        "license": {"license_key": "AAAAA-zqlic", "product": "KIS", "product_version": "21",
+                    "expires": "2027-01-01T00:00:00Z"},
         "product_usage": {"feature": "scan", "duration_ms": 1200, "scan_type": "quick", "result": "ok"},
         "device": {"device_type": "laptop", "os_name": "Windows", "os_version": "11", "hostname": "DESKTOP-ZQALICE",
                    "mac_address": "AA-BB-CC-DD-EE-FF"},
@@ -215,7 +216,8 @@ def test_every_type_produces_its_schema(ctx):
         "spam_email": {"sender": "Spammer <zqspam@spam.example.com>", "subject": "zqSubject", "body": "zqBody text",
                        "verdict": "spam"},
         "antitheft": {"lat": 52.370216, "lon": 4.895168, "accuracy_m": 5, "command": "locate"},
-        "child_protection": {"lat": 52.370216, "lon": 4.895168, "blocked_url": "https://x.example.org/", "app_name": "TikTok"},
+        "child_protection": {"lat": 52.370216, "lon": 4.895168, "blocked_url": "https://x.example.org/",
+                             "app_name": "TikTok"},
     }
     consent = {k: True for k in ("eula", "ksn", "marketing", "dumps", "antispam", "antitheft", "child_protection")}
     records = [rec(type=t, data=d, consent=consent, event_id=t) for t, d in samples.items()]

@@ -140,6 +140,15 @@ EXACT = [
     (r"schtasks /create /s host /u CORP\bob /p Pw1 /tn x /tr y",
      f"schtasks /create /s host /u {R} /p {R} /tn x /tr y"),
     ("msbuild /p:Configuration=Release /p:Password=Pw1", f"msbuild /p:Configuration=Release /p:Password={R}"),
+    ("kerberos::golden /user:Administrator /domain:corp.local /krbtgt:00ff /ptt",
+     f"kerberos::golden /user:{R} /domain:corp.local /krbtgt:{R} /ptt"),
+    ("certutil -p Pw1 -importpfx cert.pfx", f"certutil -p {R} -importpfx cert.pfx"),
+    (r"sc.exe \\srv config svc obj= CORP\bob password= Pw1",
+     rf"sc.exe \\srv config svc obj= {R} password= {R}"),
+    ("az login -u bob@corp.example -p Pw1", f"az login -u {R} -p {R}"),
+    ("mount -t cifs //srv/share /mnt -o username=bob,password=Pw1",
+     f"mount -t cifs //srv/share /mnt -o username={R}"),
+    ("echo Pw1 | anydesk.exe --set-password", f"echo {R} | anydesk.exe --set-password"),
     # PowerShell
     ("powershell.exe -NoProfile -Command \"$p = ConvertTo-SecureString 'Pw1' -AsPlainText -Force; "
      r"$c = New-Object PSCredential('FABRIKAM\bob', $p); Enter-PSSession srv02 -Credential $c" + '"',
@@ -153,6 +162,11 @@ EXACT = [
     ("$password = \"Pw1\"; $env:API_TOKEN = 'tok1'", f"$password = \"{R}\"; $env:API_TOKEN = '{R}'"),
     ("'Pw1' | ConvertTo-SecureString -AsPlainText -Force",
      f"'{R}' | ConvertTo-SecureString -AsPlainText -Force"),
+    ("Add-LocalGroupMember -Group Administrators -Member bob",
+     f"Add-LocalGroupMember -Group Administrators -Member {R}"),
+    ('New-LocalUser -Name bob -Password $pw -FullName "Bob Smith"',
+     f'New-LocalUser -Name {R} -Password {R} -FullName "{R}"'),
+    ("Get-Process -Name chrome", "Get-Process -Name chrome"),
     # switches, environment, config
     ("python3 run.py --db-password Pw1 --port 8000", f"python3 run.py --db-password {R} --port 8000"),
     ("rclone copy --s3-secret-access-key sk1 src dst", f"rclone copy --s3-secret-access-key {R} src dst"),

@@ -13,7 +13,7 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas.policy import FieldRule
@@ -39,7 +39,7 @@ def parse_rfc3339(value: str) -> datetime:
         raise FieldTypeError("not an RFC 3339 timestamp") from None
     if dt.tzinfo is None:
         raise FieldTypeError("timestamp without time zone offset")
-    return dt.astimezone(timezone.utc)
+    return dt.astimezone(UTC)
 
 
 def check(rule: FieldRule, value: Any) -> None:
@@ -144,7 +144,7 @@ class FieldEngine:
             rows.append(out)
         if width == 1:
             return [[r[0] for r in rows]]
-        return [list(col) for col in zip(*rows)] if rows else [[] for _ in range(width)]
+        return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 def _email_domain(value: str, urls: UrlSanitizer) -> str | None:

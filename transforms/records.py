@@ -255,7 +255,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             except orjson.JSONDecodeError as exc:
                 raise Rejected(_json_reason(exc, raw)) from None
             if isinstance(rec, dict) and ctx.special.may_contain(raw):
-                for path, key, category in ctx.special.find(rec):
+                for _path, key, category in ctx.special.find(rec):
                     stats["fields_removed/special_category"] += 1
                     stats[f"special_category/{category}/{key[:64]}"] += 1
             tpol, event_time = validate(rec, ctx)
@@ -325,7 +325,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
                 result.outputs[k] = part
     if quarantine:
         result.quarantine = pa.Table.from_pylist(
-            [dict(zip(QUARANTINE_SCHEMA.names, q)) for q in quarantine], schema=QUARANTINE_SCHEMA)
+            [dict(zip(QUARANTINE_SCHEMA.names, q, strict=True)) for q in quarantine], schema=QUARANTINE_SCHEMA)
     return result
 
 
@@ -345,5 +345,5 @@ def _to_table(ctx: SanitizeContext, tpol: TypePolicy, rows: list[tuple]) -> tupl
     columns.append([ctx.dedupe_key(r[0]["device_id"], r[0]["event_id"]) for r in rows])
     columns.append([r[4] for r in rows])
     full = pa.schema(list(schema) + HIDDEN_COLUMNS, metadata=schema.metadata)
-    arrays = [pa.array(col, type=f.type) for col, f in zip(columns, full)]
+    arrays = [pa.array(col, type=f.type) for col, f in zip(columns, full, strict=True)]
     return pa.Table.from_arrays(arrays, schema=full), failed

@@ -31,6 +31,11 @@ counted, so the passes can safely see each other's output.
  6. Account names and secrets found by the rules above are replaced wherever
     else they occur in the same text (`C:\\Users\\bob\\...\\bob_session.log`).
 
+Non-personal accounts stay: SYSTEM, LOCAL/NETWORK SERVICE, root, DWM-n, UMFD-n
+and names under NT AUTHORITY (as values of user switches, in `user@host` also
+`git`), the Public/Default/All Users profile folders, and the homes of cloud
+default and service accounts (`/home/ubuntu`, `/home/node`, `/home/postgres`).
+
 Over-redaction is preferred to a leak, with one exception: a token that looks
 like a switch (`-x`, `--xyz`, `/x`) is never taken for a password, so switch
 names survive.
