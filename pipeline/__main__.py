@@ -12,6 +12,7 @@ COMMANDS = {
     "policy": "pipeline.policy_doc",  # print the enforced policy as Markdown
     "explain": "pipeline.explain",    # show, per record, what each rule did
     "subject": "pipeline.subject",    # data-subject rights: export / erase
+    "stream": "pipeline.streaming",   # streaming job: Pub/Sub or Kafka, fixed windows
 }
 
 
