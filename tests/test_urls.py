@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pickle
 import socket
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -286,8 +285,7 @@ def test_reduce_table(san: UrlSanitizer, raw: str, expected: str | None) -> None
     assert san.reduce(raw) == expected
 
 
-def test_huge_inputs_are_fast_and_safe(san: UrlSanitizer) -> None:
-    start = time.perf_counter()
+def test_huge_inputs_are_safe(san: UrlSanitizer) -> None:
     assert san.sanitize("http://" + "a" * 1_000_000) == fail("invalid_host", "http")
     assert san.sanitize("http://example.com/" + "x" * 5_000_000).host == "example.com"
     assert san.sanitize("a" * 1_000_000) == fail("invalid_host")
@@ -297,7 +295,6 @@ def test_huge_inputs_are_fast_and_safe(san: UrlSanitizer) -> None:
     assert san.sanitize("http://" + "@" * 100_000 + "example.com").host == "example.com"
     assert san.sanitize("http://" + "ü" * 10_000 + ".com") == fail("invalid_host", "http")
     assert san.sanitize("\t" * 100_000) == UrlParts(None, None, None, None, None, "empty")
-    assert time.perf_counter() - start < 2.0
 
 
 def test_long_inputs_are_not_cached(extractor) -> None:
@@ -538,14 +535,12 @@ def test_never_raises_and_reduce_is_stable(san: UrlSanitizer, raw: str) -> None:
         assert (again.scheme, again.host, again.port, again.status) == (*parts[:3], parts.status)
 
 
-def test_timing_smoke(extractor) -> None:
-    """Repeated hosts and URLs must be cheap: a batch of telemetry repeats them a lot."""
+def test_repeated_hosts_are_resolved_once(extractor) -> None:
+    """Repeated hosts must be cheap: the suffix lookup runs once per distinct host."""
     s = UrlSanitizer(extractor)
     batch = [f"https://u{i % 50}:pw@h{i % 200}.example.co.uk/p/{i}?t={i}" for i in range(20_000)]
-    start = time.perf_counter()
     for raw in batch:
         s.sanitize(raw)
-    assert time.perf_counter() - start < 2.0
     assert len(s._hosts) == 200
 
 

@@ -97,6 +97,7 @@ class SanitizeContext:
         for name in self.known_keys:
             if self.special.category_of(name):
                 raise PolicyError(f"{self.policy.source}: field '{name}' is allowed but names a special category")
+        self.allowed_envelope = frozenset({r.name for r in self.policy.envelope} | STRUCTURAL)
         self.future_limit = self.as_of + timedelta(seconds=self.policy.future_tolerance_seconds)
         self.expiry = {t: self.as_of - timedelta(days=p.retention_days) for t, p in self.policy.types.items()}
         self.region_cache: dict[Any, tuple[str | None, str, list[str]]] = {}
@@ -209,8 +210,9 @@ def validate(rec: Any, ctx: SanitizeContext) -> tuple[TypePolicy, datetime]:
 
 def _removed_fields(rec: dict, tpol: TypePolicy, ctx: SanitizeContext, stats: Counter) -> None:
     """Count fields the allow-list removes (names only when they look like field names)."""
-    allowed_env = {r.name for r in ctx.policy.envelope} | STRUCTURAL
-    for path, keys, allowed in (("", rec.keys(), allowed_env), ("data.", rec["data"].keys(), tpol.allowed)):
+    for path, keys, allowed in (("", rec.keys(), ctx.allowed_envelope), ("data.", rec["data"].keys(), tpol.allowed)):
+        if len(keys) <= len(allowed) and allowed.issuperset(keys):
+            continue
         for key in keys:
             if key in allowed or ctx.special.category_of(key):
                 continue

@@ -14,7 +14,8 @@ from collections.abc import Iterator, Mapping
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
 _KEY = re.compile(rb'"([^"]{1,200})"\s*:')
-_PREFIX_MIN = 6  # terms this long also match as a word prefix ("religio" -> "religious")
+_PREFIX_MIN = 6
+_UNSEEN = object()  # terms this long also match as a word prefix ("religio" -> "religious")
 
 
 def words(key: str) -> list[str]:
@@ -36,11 +37,13 @@ class SpecialCategoryMatcher:
                 if len(norm) >= _PREFIX_MIN:
                     self._prefix.append((norm, category))
         self._cache: dict[str, str | None] = {}
+        self._bytes_cache: dict[bytes, str | None] = {}
 
     def category_of(self, key: str) -> str | None:
         """Category name if `key` is a special-category field name, else None."""
-        if key in self._cache:
-            return self._cache[key]
+        hit = self._cache.get(key, _UNSEEN)
+        if hit is not _UNSEEN:
+            return hit
         ws = words(key)
         found = None
         candidates = set(ws)
@@ -68,10 +71,16 @@ class SpecialCategoryMatcher:
         by a colon) and looked up in the per-name cache; lines with escapes are
         always walked in full, since an escaped key cannot be read that way.
         """
-        if b"\\" in line:
+        if b"\\u" in line or b'\\"' in line:
             return True
+        cache = self._bytes_cache
         for key in _KEY.findall(line):
-            if self.category_of(key.decode("utf-8", "replace")):
+            category = cache.get(key, _UNSEEN)
+            if category is _UNSEEN:
+                if len(cache) > 100_000:
+                    cache.clear()
+                category = cache[key] = self.category_of(key.decode("utf-8", "replace"))
+            if category:
                 return True
         return False
 
