@@ -15,9 +15,13 @@ setup() {
     "$PY" -m venv "$VENV"
   fi
   if [ ! -f "$STAMP" ]; then
-    echo "installing the package and test tools into $VENV (first run only)" >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    echo "installing the package and test tools into $VENV (first run only; log: $VENV/install.log)" >&2
+    if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+           "$VENV/bin/python" -m pip install --disable-pip-version-check -e '.[test]'; } > "$VENV/install.log" 2>&1; then
+      tail -n 30 "$VENV/install.log" >&2
+      echo "installation failed; full log in $VENV/install.log" >&2
+      exit 1
+    fi
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
   fi
