@@ -120,6 +120,8 @@ def explain_fields(ctx: SanitizeContext, rec: dict, tpol: TypePolicy,
                     out.extend(_removed(ctx, path, dkey, dvalue, f"{not_allowed} of {tpol.name}"))
         elif key in STRUCTURAL:
             gate = _GATES.get(key, key)
+            if key == "is_child":
+                gate += f": {'allowed' if tpol.children_allowed else 'dropped'} for {tpol.name}"
             out.append(_entry(key, "consumed", f"consumed by gate ({gate})", gate=key))
         else:
             out.extend(_removed(ctx, key, key, value, not_allowed))
@@ -178,6 +180,8 @@ def explain_line(ctx: SanitizeContext, raw: bytes) -> dict[str, Any]:
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
     return json.dumps(value, default=_jsonable, ensure_ascii=False)
 
 
