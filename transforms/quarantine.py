@@ -32,7 +32,7 @@ def mask_line(text: str, known_keys: Collection[str], is_special: Callable[[str]
     """Replace every value of a (possibly broken) JSON line by a marker; keep keys we know."""
     out: list[str] = []
     size = 0
-    tokens = _TOKEN.findall(text[: MAX_EXCERPT_CHARS * 4])
+    tokens = _TOKEN.findall(text[: MAX_EXCERPT_CHARS + 500])
     last_key: str | None = None
     for i, tok in enumerate(tokens):
         if tok.startswith('"'):

@@ -97,6 +97,7 @@ class SanitizeContext:
         for name in self.known_keys:
             if self.special.category_of(name):
                 raise PolicyError(f"{self.policy.source}: field '{name}' is allowed but names a special category")
+        self.needed = {t: (*self.policy.base_consent, *p.consent) for t, p in self.policy.types.items()}
         self.allowed_envelope = frozenset({r.name for r in self.policy.envelope} | STRUCTURAL)
         self.future_limit = self.as_of + timedelta(seconds=self.policy.future_tolerance_seconds)
         self.expiry = {t: self.as_of - timedelta(days=p.retention_days) for t, p in self.policy.types.items()}
@@ -231,7 +232,9 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
     result = BatchResult()
     stats = result.stats
     quarantine: list[tuple] = []
-    accepted: dict[PartitionKey, list[tuple[dict, datetime, str, list[str], int]]] = defaultdict(list)
+    accepted: dict[tuple[str, str, str, str], list[tuple[dict, datetime, str, list[str], int]]] = defaultdict(list)
+    written: Counter = Counter()
+    dates: dict = {}
     policy = ctx.policy
 
     for line_no, raw in lines:
@@ -265,7 +268,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
                 raise Rejected("future_timestamp", "ts: later than --as-of plus the tolerance")
         except Exception as exc:  # noqa: BLE001 - one odd line must never stop the run
             rej = exc if isinstance(exc, Rejected) else Rejected("internal_error", exc.__class__.__name__)
-            excerpt_src = raw[:4096].decode("utf-8", "replace")
+            excerpt_src = raw[:2600].decode("utf-8", "replace")
             quarantine.append((source, line_no, rej.reason, rej.detail,
                                mask_line(excerpt_src, ctx.known_keys, ctx.special.category_of),
                                len(raw), ctx.line_digest(raw)))
@@ -276,7 +279,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             stats["dropped/child_data"] += 1
             continue
         consent = rec.get("consent") or {}
-        needed = (*policy.base_consent, *tpol.consent)
+        needed = ctx.needed[tpol.name]
         missing = next((f for f in needed if consent.get(f) is not True), None)
         if missing:
             stats[f"dropped/consent_missing:{missing}"] += 1
@@ -295,14 +298,17 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             area = "locked"
         _removed_fields(rec, tpol, ctx, stats)
         country, region, locations = ctx.region(rec.get("country"))
-        key = PartitionKey(area, tpol.name, region, event_time.date().isoformat())
-        accepted[key].append((rec, event_time, country, locations, origin))
+        day = event_time.date()
+        date_text = dates.get(day) or dates.setdefault(day, day.isoformat())
+        accepted[(area, tpol.name, region, date_text)].append((rec, event_time, country, locations, origin))
         if area == "data":
-            stats[f"output/{tpol.name}"] += 1
+            written[tpol.name] += 1
+    for rtype, n in written.items():
+        stats[f"output/{rtype}"] += n
 
-    by_type: dict[tuple[str, str], list[PartitionKey]] = defaultdict(list)
+    by_type: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
     for key in accepted:
-        by_type[(key.area, key.record_type)].append(key)
+        by_type[key[:2]].append(key)
     for (area, rtype), keys in by_type.items():
         rows = [row for k in keys for row in accepted[k]]
         table, failed = _to_table(ctx, policy.types[rtype], rows)
@@ -324,7 +330,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
                 bad = [rows[i][4] for i in failed]
                 part = part.filter(pc.invert(pc.is_in(part.column("_origin"), value_set=pa.array(bad, pa.int64()))))
             if part.num_rows:
-                result.outputs[k] = part
+                result.outputs[PartitionKey(*k)] = part
     if quarantine:
         result.quarantine = pa.Table.from_pylist(
             [dict(zip(QUARANTINE_SCHEMA.names, q, strict=True)) for q in quarantine], schema=QUARANTINE_SCHEMA)

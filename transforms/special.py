@@ -37,7 +37,7 @@ class SpecialCategoryMatcher:
                 if len(norm) >= _PREFIX_MIN:
                     self._prefix.append((norm, category))
         self._cache: dict[str, str | None] = {}
-        self._bytes_cache: dict[bytes, str | None] = {}
+        self._ordinary: set[bytes] = set()  # raw keys known not to be special
 
     def category_of(self, key: str) -> str | None:
         """Category name if `key` is a special-category field name, else None."""
@@ -73,15 +73,12 @@ class SpecialCategoryMatcher:
         """
         if b"\\u" in line or b'\\"' in line:
             return True
-        cache = self._bytes_cache
-        for key in _KEY.findall(line):
-            category = cache.get(key, _UNSEEN)
-            if category is _UNSEEN:
-                if len(cache) > 100_000:
-                    cache.clear()
-                category = cache[key] = self.category_of(key.decode("utf-8", "replace"))
-            if category:
+        unseen = set(_KEY.findall(line)).difference(self._ordinary)
+        for key in unseen:  # usually empty: set operations in C cover the known names
+            if self.category_of(key.decode("utf-8", "replace")):
                 return True
+            if len(self._ordinary) < 100_000:
+                self._ordinary.add(key)
         return False
 
     def find(self, obj: object, path: str = "") -> Iterator[tuple[str, str, str]]:
