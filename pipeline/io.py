@@ -311,17 +311,48 @@ class WriteMinimizedParquet(beam.PTransform):
         )
 
 
-def _write_quarantine(tables: list[pa.Table], final_dir: str, file_prefix: str) -> Counter:
-    table = pa.concat_tables([QUARANTINE_SCHEMA.empty_table(), *tables]).sort_by(
-        [("source_file", "ascending"), ("line_number", "ascending")])
-    directory = os.path.join(final_dir, "_quarantine")
-    os.makedirs(directory, exist_ok=True)
-    pq.write_table(table, os.path.join(directory, f"part-{file_prefix}-00000.parquet"), compression=COMPRESSION)
-    return Counter({"files_written": 1, "written/_quarantine": table.num_rows})
+class _QuarantineWriter(beam.DoFn):
+    """Quarantine tables -> Parquet files of up to FLUSH_ROWS rows, sorted by file and line.
+
+    Streamed like the data (never collected in one place), so memory does not
+    grow with the amount of bad input.
+    """
+
+    FLUSH_ROWS = 50_000
+
+    def __init__(self, final_dir: str, file_prefix: str) -> None:
+        self.directory = os.path.join(final_dir, "_quarantine")
+        self.file_prefix = file_prefix
+
+    def start_bundle(self) -> None:
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+        self.stats: Counter = Counter()
+
+    def process(self, table: pa.Table):
+        self.pending.append(table)
+        self.rows += table.num_rows
+        if self.rows >= self.FLUSH_ROWS:
+            self._flush()
+        return ()
+
+    def _flush(self) -> None:
+        table = pa.concat_tables(self.pending).sort_by([("source_file", "ascending"), ("line_number", "ascending")])
+        os.makedirs(self.directory, exist_ok=True)
+        name = f"part-{self.file_prefix}-{uuid.uuid4().hex[:12]}.parquet"
+        pq.write_table(table, os.path.join(self.directory, name), compression=COMPRESSION)
+        self.stats.update({"files_written": 1, "written/_quarantine": table.num_rows})
+        self.pending, self.rows = [], 0
+
+    def finish_bundle(self):
+        if self.pending:
+            self._flush()
+        if self.stats:
+            yield WindowedValue(self.stats, GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
 class WriteQuarantine(beam.PTransform):
-    """Quarantine tables -> one sorted Parquet file (it is small by nature)."""
+    """Quarantine tables -> `<final>/_quarantine/part-*.parquet`; emits write statistics."""
 
     def __init__(self, staging_dir: str, file_prefix: str = "run") -> None:
         super().__init__()
@@ -329,8 +360,4 @@ class WriteQuarantine(beam.PTransform):
         self.file_prefix = file_prefix
 
     def expand(self, tables):
-        return (
-            tables
-            | "Collect" >> beam.combiners.ToList()
-            | "Write" >> beam.Map(_write_quarantine, self.final_dir, self.file_prefix)
-        )
+        return tables | "Write" >> beam.ParDo(_QuarantineWriter(self.final_dir, self.file_prefix))

@@ -324,7 +324,9 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
         offset = 0
         for k in keys:
             n = len(accepted[k])
-            part = table.slice(offset, n)
+            # take() copies the rows: a zero-copy slice would keep the whole batch alive
+            # for as long as the writer buffers its smallest partition.
+            part = table.take(pa.array(range(offset, offset + n), pa.int64())) if len(keys) > 1 else table
             offset += n
             if failed:
                 bad = [rows[i][4] for i in failed]
