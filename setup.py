@@ -25,7 +25,9 @@ setup(
             "hypothesis>=6.100,<7",
             "ruff>=0.6",
             "duckdb>=1.0,<2",
+            "dask[distributed]>=2024.4.2,<2027",
         ],
+        "dask": ["dask[distributed]>=2024.4.2,<2027"],
     },
     entry_points={"console_scripts": ["telemetry-sanitizer=pipeline.__main__:main"]},
 )

@@ -10,12 +10,12 @@ import os
 from collections import Counter
 
 import apache_beam as beam
-from apache_beam import pvalue
 
 from pipeline.io import ReadTelemetry, WriteMinimizedParquet, WriteQuarantine
 from transforms.records import SanitizeContext, sanitize_lines
 from transforms.withdrawals import load_withdrawals
 
+RECORDS = "records"
 QUARANTINE = "quarantine"
 STATS = "stats"
 
@@ -33,15 +33,35 @@ class _SanitizeBatch(beam.DoFn):
     def process(self, element, withdrawals=None):
         source, index, lines = element
         result = sanitize_lines(self.ctx, source, index, lines, withdrawals)
-        yield pvalue.TaggedOutput(STATS, result.stats)
+        yield STATS, result.stats
         if result.quarantine is not None:
-            yield pvalue.TaggedOutput(QUARANTINE, result.quarantine)
+            yield QUARANTINE, result.quarantine
         for key, table in result.outputs.items():
-            yield tuple(key), table
+            yield RECORDS, (tuple(key), table)
+
+
+def _select(tagged: tuple[str, object], tag: str):
+    if tagged[0] == tag:
+        yield tagged[1]
+
+
+class _Outputs(dict):
+    """The outputs of SanitizeRecords by tag; `.records` works too."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 class SanitizeRecords(beam.PTransform):
-    """Line batches -> sanitized Arrow tables keyed by partition, plus quarantine and stats outputs."""
+    """Line batches -> sanitized Arrow tables keyed by partition, plus quarantine and stats outputs.
+
+    One output of (tag, value) pairs split by three selects rather than a
+    multi-output ParDo: Beam's DaskRunner (2.77) hands every output of a
+    multi-output ParDo to each consumer.
+    """
 
     def __init__(self, ctx: SanitizeContext, withdrawals=None) -> None:
         super().__init__()
@@ -50,8 +70,9 @@ class SanitizeRecords(beam.PTransform):
 
     def expand(self, batches):
         side = {} if self.withdrawals is None else {"withdrawals": beam.pvalue.AsSingleton(self.withdrawals)}
-        return batches | "Sanitize" >> beam.ParDo(_SanitizeBatch(self.ctx), **side).with_outputs(
-            QUARANTINE, STATS, main="records")
+        tagged = batches | "Sanitize" >> beam.ParDo(_SanitizeBatch(self.ctx), **side)
+        return _Outputs({tag: tagged | f"Select{tag.title()}" >> beam.FlatMap(_select, tag)
+                         for tag in (RECORDS, QUARANTINE, STATS)})
 
 
 class _LoadWithdrawals(beam.DoFn):
@@ -92,16 +113,19 @@ def _write_stats(stats: Counter, path: str) -> None:
 
 
 def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: SanitizeContext,
-                   batch_lines: int = 5000, file_prefix: str = "run", withdrawals_path: str | None = None) -> None:
-    """Attach the sanitizing graph to `p`; results land in `staging_dir`."""
+                   batch_lines: int = 5000, file_prefix: str = "run", withdrawals_path: str | None = None,
+                   flush_each: bool = False) -> None:
+    """Attach the sanitizing graph to `p`; results land in `staging_dir`. `flush_each`: see io._StageWriter."""
     batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes)
     withdrawals = None
     if withdrawals_path:
         withdrawals = (p | "WithdrawalsFile" >> beam.Create([withdrawals_path])
                        | "LoadWithdrawals" >> beam.ParDo(_LoadWithdrawals(ctx)))
     sanitized = batches | "SanitizeRecords" >> SanitizeRecords(ctx, withdrawals)
-    write_stats = sanitized.records | "WriteMinimizedParquet" >> WriteMinimizedParquet(staging_dir, file_prefix)
-    quarantine_stats = sanitized[QUARANTINE] | "WriteQuarantine" >> WriteQuarantine(staging_dir, file_prefix)
+    write_stats = sanitized[RECORDS] | "WriteMinimizedParquet" >> WriteMinimizedParquet(
+        staging_dir, file_prefix, flush_each)
+    quarantine_stats = sanitized[QUARANTINE] | "WriteQuarantine" >> WriteQuarantine(
+        staging_dir, file_prefix, flush_each)
     (
         (sanitized[STATS], write_stats, quarantine_stats)
         | "AllStats" >> beam.Flatten()

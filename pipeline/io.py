@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.records import HIDDEN_COLUMNS, QUARANTINE_SCHEMA, PartitionKey
+from transforms.records import HIDDEN_COLUMNS, PartitionKey
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER = 1 << 20
@@ -187,43 +187,45 @@ def _partition_dir(key: PartitionKey) -> str:
 
 
 class _StageWriter(beam.DoFn):
-    """Buffers sanitized tables per partition and writes staging files of whole batches."""
+    """Buffers sanitized tables per partition and writes staging files of whole batches.
+
+    With `flush_each`, every table is written as it arrives and its file is
+    emitted from process(): for runners that drop what finish_bundle emits
+    (Beam's DaskRunner as of 2.77).
+    """
 
     FLUSH_ROWS = 200_000  # per partition
     FLUSH_TOTAL = 400_000  # across partitions: bounds memory whatever the skew
 
-    def __init__(self, staging_dir: str) -> None:
+    def __init__(self, staging_dir: str, flush_each: bool = False) -> None:
         self.staging_dir = staging_dir
+        self.flush_each = flush_each
 
     def start_bundle(self) -> None:
         self.buffers: dict[PartitionKey, list[pa.Table]] = defaultdict(list)
         self.rows: Counter = Counter()
-        self.written: list[tuple[PartitionKey, str]] = []
 
     def process(self, element: tuple[tuple, pa.Table]):
         key, table = PartitionKey(*element[0]), element[1]
         self.buffers[key].append(table)
         self.rows[key] += table.num_rows
-        if self.rows[key] >= self.FLUSH_ROWS:
-            self._flush(key)
+        if self.flush_each or self.rows[key] >= self.FLUSH_ROWS:
+            yield self._flush(key)
         elif sum(self.rows.values()) >= self.FLUSH_TOTAL:
-            self._flush(max(self.rows, key=self.rows.get))
-        return ()
+            yield self._flush(max(self.rows, key=self.rows.get))
 
-    def _flush(self, key: PartitionKey) -> None:
+    def _flush(self, key: PartitionKey) -> tuple[tuple, str]:
         tables = self.buffers.pop(key)
         self.rows.pop(key)
         directory = os.path.join(self.staging_dir, "parts", _partition_dir(key))
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, f"{uuid.uuid4().hex}.parquet")
         pq.write_table(pa.concat_tables(tables), path, compression="lz4")
-        self.written.append((key, path))
+        return tuple(key), path
 
     def finish_bundle(self):
         for key in list(self.buffers):
-            self._flush(key)
-        for key, path in self.written:
-            yield WindowedValue((tuple(key), path), GlobalWindow().max_timestamp(), [GlobalWindow()])
+            yield WindowedValue(self._flush(key), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
 class _FinalizePartition(beam.DoFn):
@@ -296,16 +298,17 @@ class WriteMinimizedParquet(beam.PTransform):
     Emits the write statistics (rows written, duplicates removed) as Counters.
     """
 
-    def __init__(self, staging_dir: str, file_prefix: str = "run") -> None:
+    def __init__(self, staging_dir: str, file_prefix: str = "run", flush_each: bool = False) -> None:
         super().__init__()
         self.staging_dir = staging_dir
         self.file_prefix = file_prefix
+        self.flush_each = flush_each
 
     def expand(self, tables):
         final = os.path.join(self.staging_dir, "final")
         return (
             tables
-            | "StageFiles" >> beam.ParDo(_StageWriter(self.staging_dir))
+            | "StageFiles" >> beam.ParDo(_StageWriter(self.staging_dir, self.flush_each))
             | "GroupByPartition" >> beam.GroupByKey()
             | "FinalizePartitions" >> beam.ParDo(_FinalizePartition(final, self.file_prefix))
         )
@@ -320,44 +323,42 @@ class _QuarantineWriter(beam.DoFn):
 
     FLUSH_ROWS = 50_000
 
-    def __init__(self, final_dir: str, file_prefix: str) -> None:
+    def __init__(self, final_dir: str, file_prefix: str, flush_each: bool = False) -> None:
         self.directory = os.path.join(final_dir, "_quarantine")
         self.file_prefix = file_prefix
+        self.flush_each = flush_each  # see _StageWriter
 
     def start_bundle(self) -> None:
         self.pending: list[pa.Table] = []
         self.rows = 0
-        self.stats: Counter = Counter()
 
     def process(self, table: pa.Table):
         self.pending.append(table)
         self.rows += table.num_rows
-        if self.rows >= self.FLUSH_ROWS:
-            self._flush()
-        return ()
+        if self.flush_each or self.rows >= self.FLUSH_ROWS:
+            yield self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self) -> Counter:
         table = pa.concat_tables(self.pending).sort_by([("source_file", "ascending"), ("line_number", "ascending")])
         os.makedirs(self.directory, exist_ok=True)
         name = f"part-{self.file_prefix}-{uuid.uuid4().hex[:12]}.parquet"
         pq.write_table(table, os.path.join(self.directory, name), compression=COMPRESSION)
-        self.stats.update({"files_written": 1, "written/_quarantine": table.num_rows})
         self.pending, self.rows = [], 0
+        return Counter({"files_written": 1, "written/_quarantine": table.num_rows})
 
     def finish_bundle(self):
         if self.pending:
-            self._flush()
-        if self.stats:
-            yield WindowedValue(self.stats, GlobalWindow().max_timestamp(), [GlobalWindow()])
+            yield WindowedValue(self._flush(), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
 class WriteQuarantine(beam.PTransform):
     """Quarantine tables -> `<final>/_quarantine/part-*.parquet`; emits write statistics."""
 
-    def __init__(self, staging_dir: str, file_prefix: str = "run") -> None:
+    def __init__(self, staging_dir: str, file_prefix: str = "run", flush_each: bool = False) -> None:
         super().__init__()
         self.final_dir = os.path.join(staging_dir, "final")
         self.file_prefix = file_prefix
+        self.flush_each = flush_each
 
     def expand(self, tables):
-        return tables | "Write" >> beam.ParDo(_QuarantineWriter(self.final_dir, self.file_prefix))
+        return tables | "Write" >> beam.ParDo(_QuarantineWriter(self.final_dir, self.file_prefix, self.flush_each))

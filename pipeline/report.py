@@ -73,7 +73,7 @@ def summary(report: dict[str, Any]) -> str:
         f"  policy {report['policy']['version']} (sha256 {report['policy']['sha256'][:12]}), "
         f"key: {report['key']['mode']}" + ("" if report["key"]["linkable_across_runs"]
                                            else " (pseudonyms are NOT linkable across runs)"),
-        f"  output: {report['output_dir']}  report: {report['output_dir']}/_report.json",
+        f"  output: {report['output_dir']}  report: {report['output_dir']}/{report.get('report_path', '_report.json')}",
     ]
     if report["key"]["mode"] == "development":
         lines.append("  WARNING: the bundled development key is public; never use it for real data")

@@ -7,7 +7,10 @@ a staging directory and swapped into place only when the run succeeded.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -32,6 +35,7 @@ from transforms.records import QUARANTINE_SCHEMA, SanitizeContext
 from transforms.withdrawals import WithdrawalsError, load_withdrawals
 
 DEV_KEY_PATH = Path(__file__).resolve().parent.parent / "sample" / "dev-pseudonym.key"
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # Beam does not register the short name
 MANAGED_PREFIXES = ("_quarantine", "_locked", "_report.json", "_reports")
 
 
@@ -124,13 +128,28 @@ def run(argv: list[str]) -> int:
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = DEFAULT_RUNNER
+    if standard.runner == "DaskRunner":
+        standard.runner = DASK_RUNNER
+    on_dask = standard.runner == DASK_RUNNER
+    if on_dask and importlib.util.find_spec("distributed") is None:
+        print("error: --runner DaskRunner needs dask[distributed]: pip install 'telemetry-sanitizer[dask]'",
+              file=sys.stderr)
+        return 2
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     staging = os.path.join(out, f".staging-{run_id}")
     os.makedirs(os.path.join(staging, "final"))
     try:
-        with beam.Pipeline(options=options) as p:
+        with dask_cluster(options) if on_dask else contextlib.nullcontext():
+            p = beam.Pipeline(options=options)
             build_pipeline(p, files, staging, ctx, batch_lines=opts.batch_lines, file_prefix=run_id,
-                           withdrawals_path=withdrawals)
+                           withdrawals_path=withdrawals, flush_each=on_dask)
+            result = p.run()
+            try:
+                result.wait_until_finish()
+            finally:
+                client = getattr(result, "client", None)  # DaskRunner leaves its distributed.Client open
+                if client is not None:
+                    client.close()
         with open(os.path.join(staging, "_stats.json"), encoding="utf-8") as fh:
             stats = Counter(json.load(fh))
         final = os.path.join(staging, "final")
@@ -148,6 +167,7 @@ def run(argv: list[str]) -> int:
             "inputs": files,
             "output_dir": out,
             "policy": {"version": policy.version, "sha256": policy.sha256, "source": policy.source},
+            "report_path": f"_reports/{run_id}.json" if opts.append else "_report.json",
             "key": {"mode": key_mode, "linkable_across_runs": key_mode != "random-per-run"},
             "withdrawals": {"file": withdrawals, "devices": n_devices} if withdrawals else None,
         }
@@ -160,6 +180,26 @@ def run(argv: list[str]) -> int:
         shutil.rmtree(staging, ignore_errors=True)
     print(summary(report))
     return 0 if report["identity"]["holds"] else 1
+
+
+@contextlib.contextmanager
+def dask_cluster(options: PipelineOptions):
+    """For DaskRunner: the cluster named by --dask_client_address / --dask_scheduler_file or, without
+    one, a LocalCluster for this run only (a single-threaded worker process per core), closed when the
+    run ends. Beam would otherwise start a LocalCluster itself (distributed.Client() without an
+    address) and never close it."""
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+    from distributed import LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # its INFO lines would reach our stderr
+    dask_options = options.view_as(DaskOptions)
+    if dask_options.address or dask_options.scheduler_file:
+        yield
+        return
+    with LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster:
+        dask_options.address = cluster.scheduler_address
+        yield
 
 
 def run_files(files: list[str], output: str, extra: list[str] | None = None) -> int:
