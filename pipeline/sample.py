@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import random
 import string
 import sys
@@ -1247,6 +1248,7 @@ def write_sample(path: str, n: int, seed: int = 7, dirty: bool = True, **kw) -> 
     count = 0
     buf: list[bytes] = []
     level = kw.pop("compresslevel", 1)      # fast: the big files feed benchmarks
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if path.endswith(".gz"):
         raw = open(path, "wb")
         out = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=level)
@@ -1286,8 +1288,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.records < 0:
         ap.error("--records must be >= 0")
     t0 = time.perf_counter()
-    written = write_sample(args.output, args.records, seed=args.seed, dirty=not args.clean, start=args.start,
-                           days=args.days, skew=not args.no_skew)
+    try:
+        written = write_sample(args.output, args.records, seed=args.seed, dirty=not args.clean, start=args.start,
+                               days=args.days, skew=not args.no_skew)
+    except (OSError, ValueError) as exc:
+        print(f"error: --output {args.output}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return 2
     secs = time.perf_counter() - t0
     print(f"wrote {written} lines to {args.output} (seed={args.seed}, {'clean' if args.clean else 'dirty'}) "
           f"in {secs:.2f}s, {written / secs if secs else 0:.0f} lines/s")

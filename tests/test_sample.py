@@ -344,3 +344,11 @@ def test_start_days_and_uniform_mode():
     assert sum(start - 3600 <= w <= start + 86400 + 3600 for w in when) / len(when) > 0.95
     devices = collections.Counter(r["device_id"] for r in recs)
     assert devices.most_common(1)[0][1] < 15, "uniform mode still skewed"
+
+
+def test_sample_command_creates_missing_directories(tmp_path):
+    from pipeline.sample import main
+
+    target = tmp_path / "new" / "dir" / "t.ndjson.gz"
+    assert main(["--records", "50", "--output", str(target)]) == 0
+    assert target.exists()
