@@ -12,6 +12,7 @@ import glob
 import gzip
 import os
 import uuid
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 
@@ -133,7 +134,7 @@ class _ReadLineBatches(beam.DoFn):
                     if len(batch) >= self.batch_lines:
                         yield path, index, batch
                         batch = []
-            except (OSError, EOFError):  # e.g. a cut-off .gz: keep what was read; None marks the loss
+            except (OSError, EOFError, zlib.error):  # a cut-off or corrupt .gz: keep what was read; None marks the loss
                 batch.append((last + 1, None))
         if batch:
             yield path, index, batch

@@ -69,10 +69,12 @@ def parse_as_of(value: str | None) -> datetime:
 def publish(final_dir: str, out: str, managed: set[str], run_id: str, append: bool = False) -> None:
     """Put this run's output in place.
 
-    Replace mode (default): the previous run's output is swapped out, one
-    top-level directory at a time; each rename is atomic, so a reader sees
-    either the old or the new files of a type, never a mix. Files in `out` the
-    pipeline does not manage stay.
+    Replace mode (default): the previous run's output is swapped out one
+    top-level directory at a time (old out, new in, back to back); each rename
+    is atomic, so a reader sees the old or the new files of a type, never a
+    mix (between the two renames of a type, for an instant, neither). A failure
+    part-way puts back the old directories that have no replacement yet. Files
+    in `out` the pipeline does not manage stay.
     Append mode (`--append`, used by --watch): this run's files, whose names
     carry the run id, are moved next to the existing ones; each run's report
     is kept under _reports/.
@@ -91,11 +93,21 @@ def publish(final_dir: str, out: str, managed: set[str], run_id: str, append: bo
         return
     trash = os.path.join(out, f".old-{run_id}")
     os.makedirs(trash)
-    for name in sorted(os.listdir(out)):
-        if name in managed:
-            os.rename(os.path.join(out, name), os.path.join(trash, name))
-    for name in sorted(os.listdir(final_dir)):
-        os.rename(os.path.join(final_dir, name), os.path.join(out, name))
+    new = set(os.listdir(final_dir))
+    old = {name for name in os.listdir(out) if name in managed}
+    moved: list[str] = []
+    try:
+        for name in sorted(old | new):  # per name: old out, new in, back to back
+            if name in old:
+                os.rename(os.path.join(out, name), os.path.join(trash, name))
+                moved.append(name)
+            if name in new:
+                os.rename(os.path.join(final_dir, name), os.path.join(out, name))
+    except OSError:
+        for name in moved:  # put back what has no replacement yet
+            if not os.path.exists(os.path.join(out, name)):
+                os.rename(os.path.join(trash, name), os.path.join(out, name))
+        raise
     shutil.rmtree(trash)
 
 
@@ -113,7 +125,11 @@ def run(argv: list[str]) -> int:
         key, key_mode = load_key(opts.pseudonym_key_file)
         as_of = parse_as_of(opts.as_of)
         files = expand_inputs(opts.input)
-        ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)
+        try:
+            ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)
+        except OverflowError:
+            raise ConfigError(f"--as-of {opts.as_of!r}: too close to the limits of the calendar for the "
+                              "retention periods") from None
         withdrawals = None
         if opts.withdrawals:
             withdrawals = os.path.abspath(opts.withdrawals)
@@ -121,6 +137,11 @@ def run(argv: list[str]) -> int:
         out = os.path.abspath(opts.output)
         if os.path.exists(out) and not os.path.isdir(out):
             raise ConfigError(f"--output {out}: exists and is not a directory")
+        existing = out
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"--output {out}: {existing} is not writable")
     except (ConfigError, PolicyError, InputError, WithdrawalsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -137,7 +158,11 @@ def run(argv: list[str]) -> int:
         return 2
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     staging = os.path.join(out, f".staging-{run_id}")
-    os.makedirs(os.path.join(staging, "final"))
+    try:
+        os.makedirs(os.path.join(staging, "final"))
+    except OSError as exc:
+        print(f"error: --output {out}: cannot create: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     try:
         with dask_cluster(options) if on_dask else contextlib.nullcontext():
             p = beam.Pipeline(options=options)

@@ -100,7 +100,7 @@ class FieldRule:
 
 
 TRANSFORM_WORDING = {
-    "text": "kept",
+    "text": "kept (URLs, e-mails, credentials scrubbed)",
     "int": "kept (integer)",
     "float": "kept (number)",
     "bool": "kept (boolean)",

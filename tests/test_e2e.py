@@ -155,6 +155,7 @@ def test_random_key_is_reported_as_unlinkable(tmp_path):
     (["--input", SAMPLE[1], "--policy", "/nonexistent.toml"], "cannot read policy file"),
     (["--input", SAMPLE[1], "--pseudonym-key-file", "/nonexistent.key"], "cannot read"),
     (["--input", SAMPLE[1], "--as-of", "tomorrow"], "--as-of"),
+    (["--input", SAMPLE[1], "--as-of", "0001-01-02T00:00:00Z"], "--as-of"),
 ])
 def test_bad_configuration_exits_2_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "o"
@@ -184,3 +185,21 @@ def test_gzip_detected_by_content_and_cut_off_gzip_is_not_lost(tmp_path):
     assert report["quarantined"].get("unreadable_input") == 1
     assert report["identity"]["holds"]
     assert pa.__version__
+
+
+def test_corrupt_gzip_quarantines_the_unreadable_rest_and_keeps_the_good_file(tmp_path):
+    import gzip
+    import random
+
+    good = tmp_path / "good.ndjson"
+    good.write_bytes(b"".join(gzip.decompress(Path(SAMPLE[1]).read_bytes()).splitlines(keepends=True)[:200]))
+    data = bytearray(Path(SAMPLE[1]).read_bytes())
+    rnd = random.Random(23)
+    for _ in range(3):
+        data[rnd.randrange(len(data) // 4, len(data) // 2)] ^= 0xFF
+    (tmp_path / "bad.ndjson.gz").write_bytes(bytes(data))
+    proc = cli("--input", str(tmp_path / "*"), "--output", str(tmp_path / "o"), "--as-of", AS_OF)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "o" / "_report.json").read_text())
+    assert report["quarantined"].get("unreadable_input") == 1
+    assert report["identity"]["holds"] and sum(report["output_records"].values()) > 100

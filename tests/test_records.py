@@ -181,7 +181,23 @@ def test_special_categories_and_unknown_fields_never_reach_output(ctx):
     assert s["special_category/religion/religion"] == 1
     assert s["special_category/health/healthStatus"] == 1
     assert s["special_category/health/santé"] == 1
-    assert s["removed_field/url_visit/os_build"] == 1 and s["removed_field/url_visit/data.extra_debug"] == 1
+    assert s[f"removed_field/url_visit/{ctx.reportable_name('os_build')}"] == 1
+    assert s[f"removed_field/url_visit/data.{ctx.reportable_name('extra_debug')}"] == 1
+
+
+def test_field_names_that_carry_data_are_not_reported_verbatim(ctx):
+    r = rec(data_url="https://example.com/", consent={"eula": True, "ksn": True})
+    r["data"]["health of zqalice@example.com pw=zqHunter2"] = 1
+    r["data"]["sk_live_zqLEAK2abcdef1234567890"] = 1
+    r["AKIAZQLEAK3EXAMPLE7777"] = 1
+    result = run(ctx, r, rec(consent={"eula": True, "ksn": True, "sk_live_zqLEAKQ5": "yes"}))
+    text = repr(dict(result.stats)) + repr(result.quarantine.to_pylist())
+    assert "zq" not in text.lower()
+    assert result.stats["fields_removed/not_allowed"] == 2
+    assert result.stats["fields_removed/special_category"] == 1
+    assert ctx.reportable_name("healthStatus", special=True) == "healthStatus"
+    assert ctx.reportable_name("url") == "url"
+    assert ctx.reportable_name("x") == ctx.reportable_name("x") != ctx.reportable_name("y")
 
 
 def test_region_tags(ctx):
@@ -276,3 +292,13 @@ def test_a_failing_transform_quarantines_the_record_not_the_run(ctx, monkeypatch
     q = result.quarantine.to_pylist()[0]
     assert q["line_number"] == 2 and q["detail"] == "installed_app.install_path: ValueError"
     assert accounted(result.stats) == 2
+
+
+def test_kept_text_fields_still_lose_credentials(ctx):
+    r = rec(type="detection", consent={"eula": True, "ksn": True}, product="KIS token=zqTok7b",
+            data={"threat_name": "http://bob:zqLEAK9pw@evil.com/x", "action": "password=zqLEAK8b"})
+    [row] = rows(run(ctx, r), "detection")
+    assert "zq" not in repr(row).lower()
+    assert row["threat_name"] == "http://evil.com"
+    plain = rows(run(ctx, rec(data_browser="firefox", event_id="e-81f2")))[0]
+    assert plain["browser"] == "firefox" and plain["event_id"] == "e-81f2"

@@ -21,6 +21,10 @@ from transforms.pseudonym import Pseudonymizer
 from transforms.text import TextScrubber, scrub_account
 from transforms.urls import UrlSanitizer
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+_RFC3339_NO_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?")
+_SCRUB_TRIGGER = re.compile(r"[@:=/\\]|bearer|basic|pass|pwd|token|secret|key|session|auth|cookie|sid|sig",
+                             re.IGNORECASE)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -31,15 +35,14 @@ class FieldTypeError(ValueError):
 
 def parse_rfc3339(value: str) -> datetime:
     """RFC 3339 with a mandatory offset ('Z' or +hh:mm), returned in UTC."""
-    if not isinstance(value, str) or len(value) < 19 or value[10] not in "Tt ":
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        if isinstance(value, str) and _RFC3339_NO_OFFSET.fullmatch(value):
+            raise FieldTypeError("timestamp without time zone offset")
         raise FieldTypeError("not an RFC 3339 timestamp")
     try:
-        dt = datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
-        raise FieldTypeError("not an RFC 3339 timestamp") from None
-    if dt.tzinfo is None:
-        raise FieldTypeError("timestamp without time zone offset")
-    return dt.astimezone(UTC)
+        return datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise FieldTypeError("not an RFC 3339 timestamp (out of range)") from None
 
 
 def check(rule: FieldRule, value: Any) -> None:
@@ -77,6 +80,11 @@ class FieldEngine:
         self.scrubber = scrubber
         self._key = key
 
+    def _plain_text(self, value: str) -> str:
+        """Text kept as sent, unless it looks like it carries a URL, e-mail or credential:
+        POLICY.md promise 1 covers every output column, so such text is scrubbed too."""
+        return self.scrubber(value)[0] if _SCRUB_TRIGGER.search(value) else value
+
     def digest(self, value: str) -> str:
         """Keyed digest: identical spam campaigns link, content cannot be guessed back."""
         return hmac.new(self._key, b"digest:" + value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
@@ -84,7 +92,7 @@ class FieldEngine:
     def _scalar(self, rule: FieldRule) -> Callable[[Any], tuple]:
         t = rule.transform
         if t == "text":
-            return lambda v: (_as_text(v),)
+            return lambda v: (self._plain_text(_as_text(v)),)
         if t == "int":
             return lambda v: (int(v),)
         if t == "float":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,11 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.iso3166 import ALPHA2
-from schemas.policy import Policy, PolicyError, TypePolicy
+from schemas.policy import CONSENT_FLAGS, Policy, PolicyError, TypePolicy
 from transforms.fields import FieldEngine, FieldTypeError, check, parse_rfc3339
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import mask_line
-from transforms.special import SpecialCategoryMatcher
+from transforms.special import SpecialCategoryMatcher, words
 from transforms.text import TextScrubber
 from transforms.urls import UrlSanitizer
 from transforms.withdrawals import micros, withdrawn_basis
@@ -34,7 +33,14 @@ from transforms.withdrawals import micros, withdrawn_basis
 BOM = b"\xef\xbb\xbf"
 ORIGIN_LINE_BITS = 40  # _origin = file index << 40 | line number: a total, runner-independent order
 STRUCTURAL = frozenset({"schema_version", "type", "ts", "country", "is_child", "consent", "data"})
-_SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+# Words that may accompany a special-category term in a field name that is reported as is
+# ("healthStatus", "political_opinion"); any other name is reported by a keyed digest only.
+_GENERIC_WORDS = frozenset("""
+status data info information type level score flag value values details detail record group membership member
+origin opinion opinions orientation condition conditions history notes note category self declared reported
+gegevens daten donnees voorkeur overtuiging meinung einstellung zugehoerigkeit zugehorigkeit appartenance
+origine informatie of de van und der die das la le des du het een
+""".split())
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -130,6 +136,19 @@ class SanitizeContext:
         """64-bit keyed hash of a raw device id: how withdrawals are matched without holding ids."""
         return self.dedupe_key(device_id, "")
 
+    def reportable_name(self, key: str, special: bool = False) -> str:
+        """A field name as the report may show it: a key can itself carry data (an e-mail,
+        an API key), so only names the policy knows, or special-category terms with generic
+        words, are shown as they are; any other name by a keyed digest that still groups."""
+        if key in self.known_keys:
+            return key
+        if special and len(key) <= 64:
+            ws = words(key)
+            if ws and all(w in _GENERIC_WORDS or self.special.category_of(w) for w in ws):
+                return key
+        digest = hmac.new(self.key, b"name:" + key.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        return f"<name #{digest[:8]}>"
+
     def line_digest(self, raw: bytes) -> str:
         return hmac.new(self.key, b"line:" + raw, hashlib.sha256).hexdigest()[:32]
 
@@ -191,7 +210,7 @@ def validate(rec: Any, ctx: SanitizeContext) -> tuple[TypePolicy, datetime]:
             raise Rejected("wrong_type", f"consent: expected an object, got {type(consent).__name__}")
         for flag, value in consent.items():
             if value is not None and not isinstance(value, bool):
-                name = flag if _SAFE_NAME.fullmatch(str(flag)) else "<flag>"
+                name = flag if flag in CONSENT_FLAGS else "<unknown flag>"
                 raise Rejected("wrong_type", f"consent.{name}: expected true/false, got {type(value).__name__}")
     data = rec.get("data")
     if data is None:
@@ -218,7 +237,7 @@ def _removed_fields(rec: dict, tpol: TypePolicy, ctx: SanitizeContext, stats: Co
             if key in allowed or ctx.special.category_of(key):
                 continue
             stats["fields_removed/not_allowed"] += 1
-            name = key if _SAFE_NAME.fullmatch(key) else "<unnamed>"
+            name = ctx.reportable_name(key)
             stats[f"removed_field/{tpol.name}/{path}{name}"] += 1
 
 
@@ -262,7 +281,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             if isinstance(rec, dict) and ctx.special.may_contain(raw):
                 for _path, key, category in ctx.special.find(rec):
                     stats["fields_removed/special_category"] += 1
-                    stats[f"special_category/{category}/{key[:64]}"] += 1
+                    stats[f"special_category/{category}/{ctx.reportable_name(key, special=True)}"] += 1
             tpol, event_time = validate(rec, ctx)
             if event_time > ctx.future_limit:
                 raise Rejected("future_timestamp", "ts: later than --as-of plus the tolerance")
@@ -270,7 +289,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             rej = exc if isinstance(exc, Rejected) else Rejected("internal_error", exc.__class__.__name__)
             excerpt_src = raw[:2600].decode("utf-8", "replace")
             quarantine.append((source, line_no, rej.reason, rej.detail,
-                               mask_line(excerpt_src, ctx.known_keys, ctx.special.category_of),
+                               mask_line(excerpt_src, ctx.known_keys, ctx.special.category_of, policy.types),
                                len(raw), ctx.line_digest(raw)))
             stats[f"quarantined/{rej.reason}"] += 1
             continue

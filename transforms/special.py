@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
-_KEY = re.compile(rb'"([^"]{1,200})"\s*:')
+_KEY = re.compile(rb'"([^"]+)"\s*:')
 _PREFIX_MIN = 6
 _UNSEEN = object()  # terms this long also match as a word prefix ("religio" -> "religious")
 
@@ -82,15 +82,17 @@ class SpecialCategoryMatcher:
         return False
 
     def find(self, obj: object, path: str = "") -> Iterator[tuple[str, str, str]]:
-        """Yield (path, key, category) for every special-category key at any depth."""
-        if isinstance(obj, dict):
-            for key, value in obj.items():
-                sub = f"{path}.{key}" if path else str(key)
-                category = self.category_of(key) if isinstance(key, str) else None
-                if category:
-                    yield sub, key, category
-                elif isinstance(value, dict | list):
-                    yield from self.find(value, sub)
-        elif isinstance(obj, list):
-            for item in obj:
-                yield from self.find(item, f"{path}[]")
+        """Yield (path, key, category) for every special-category key at any depth (no recursion limit)."""
+        stack = [(obj, path)]
+        while stack:
+            node, where = stack.pop()
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    sub = f"{where}.{key}" if where else str(key)
+                    category = self.category_of(key) if isinstance(key, str) else None
+                    if category:
+                        yield sub, key, category
+                    elif isinstance(value, dict | list):
+                        stack.append((value, sub))
+            elif isinstance(node, list):
+                stack.extend((item, f"{where}[]") for item in reversed(node) if isinstance(item, dict | list))
