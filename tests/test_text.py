@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from transforms import text as text_module
 from transforms.pseudonym import Pseudonymizer
-from transforms.text import REDACTED, TextScrubber, scrub_account, scrub_text
+from transforms.text import REDACTED, TextScrubber, is_builtin_account, scrub_account, scrub_text
 
 R = REDACTED
 PSEUDONYMIZER = Pseudonymizer(b"text-test-key-0123456789abcdef")
@@ -178,6 +178,15 @@ EXACT = [
     ("plink -ssh -l bob -pw Pw1 host", f"plink -ssh -l {R} -pw {R} host"),
     ("docker login --username bob --password-stdin", f"docker login --username {R} --password-stdin"),
     ("tool --token --verbose", "tool --token --verbose"),
+    # `/password x` for any tool; PowerShell dashes and fullwidth letters are normalised first
+    ("tool.exe /password Hunter2LEAKX /quiet", f"tool.exe /password {R} /quiet"),
+    ("tool.exe /PWD a1 /pass b2 /passwd c3 /secret d4 /token e5 /apikey f6",
+     f"tool.exe /PWD {R} /pass {R} /passwd {R} /secret {R} /token {R} /apikey {R}"),
+    ("tool.exe /password /quiet", "tool.exe /password /quiet"),
+    ("GET /token HTTP/1.1", "GET /token HTTP/1.1"),
+    ("Connect-X \u2013Password LEAKendash \u2013Credential LEAKc2", f"Connect-X -Password {R} -Credential {R}"),
+    ("Connect-X \u2014Password LEAKem \u2015Token LEAKbar", f"Connect-X -Password {R} -Token {R}"),
+    ("app --\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44 LEAK25b", f"app --password {R}"),
     ("cmd.exe /c set API_KEY=k123 && node server.js", f"cmd.exe /c set API_KEY={R} && node server.js"),
     ("/bin/zsh -c export AWS_SECRET_ACCESS_KEY=k1; aws s3 ls",
      f"/bin/zsh -c export AWS_SECRET_ACCESS_KEY={R}; aws s3 ls"),
@@ -213,6 +222,13 @@ EXACT = [
     ("node_modules/.pnpm/react@18.2.0/node_modules/react",
      "node_modules/.pnpm/react@18.2.0/node_modules/react"),
     ("img/logo@2x.png", "img/logo@2x.png"),
+    ("logo@2x.png", "logo@2x.png"),
+    ("react@18.2.0", "react@18.2.0"),
+    # e-mail addresses naming a file: the address goes, the extension stays
+    ("alice.smith@gmail.com.pdf", "<email:alice.smith@gmail.com>.pdf"),
+    (r"C:\export\bob.jones@corp.com.txt", r"C:\export\<email:bob.jones@corp.com>.txt"),
+    (r"C:\logs\alice.smith@corp.com.log", r"C:\logs\<email:alice.smith@corp.com>.log"),
+    ("/var/log/bob@10.0.0.1.log", "/var/log/<email:bob@10.0.0.1>.log"),
     # profile paths
     (r"C:\Users\alice\AppData\Local\Temp\alice_session.log",
      r"C:\Users\<account:alice>\AppData\Local\Temp\<account:alice>_session.log"),
@@ -419,6 +435,13 @@ TEMPLATES = [
     ("echo {u}:{s} | chpasswd", "alnum", ["echo", "| chpasswd"]),
     ("sudo -u {u} whoami", "alnum", ["sudo -u", "whoami"]),
     ("useradd -m -s /bin/bash {u}", "alnum", ["useradd -m -s /bin/bash"]),
+    ("tool.exe /password {s} /quiet", "punct", ["tool.exe /password", "/quiet"]),
+    ("agent.exe /token {s} /apikey {s}", "punct", ["agent.exe /token", "/apikey"]),
+    ("Connect-X \u2013Password {s} \u2014Credential {s}", "punct", ["Connect-X -Password", "-Credential"]),
+    ("app --\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44 {s} --port 1", "punct",
+     ["app --password", "--port 1"]),
+    (r"C:\export\{u}@corp.com.txt", "alnum", ["C:\\export\\", ".txt"]),
+    ("/var/log/{u}@10.0.0.1.log", "alnum", ["/var/log/", ".log"]),
 ]
 
 
@@ -497,6 +520,13 @@ def test_non_string_input_is_turned_into_text():
     assert scrub_text(12345, PSEUDONYMIZER, reduce_url) == ("12345", 0)
 
 
+@pytest.mark.parametrize("raw", [
+    "Connect-X \u2013Verbose caf\u00e9", "\uff41\uff50\uff50 --verbose", "na\u00efve \u2014 text", "\ufb01le.txt",
+])
+def test_non_ascii_text_without_secrets_is_returned_as_given(raw):
+    assert scrub_text(raw, PSEUDONYMIZER, reduce_url) == (raw, 0)
+
+
 # --------------------------------------------------------------------------- accounts
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -522,6 +552,26 @@ def test_non_string_input_is_turned_into_text():
     ("S-1-5-18", "S-1-5-18"),
     ("", ""),
     ("pz-" + "0" * 32, "pz-" + "0" * 32),
+    (r"IIS APPPOOL\DefaultAppPool", r"IIS APPPOOL\DefaultAppPool"),
+    (r"BUILTIN\Administrators", r"BUILTIN\Administrators"),
+    (r"NT AUTHORITY\IUSR", r"NT AUTHORITY\IUSR"),
+    (r"NT AUTHORITY\Authenticated Users", r"NT AUTHORITY\Authenticated Users"),
+    # under NT AUTHORITY only the well-known names; elsewhere only service-like names
+    (r"NT AUTHORITY\alice", r"NT AUTHORITY\<account:alice>"),
+    (r"NT AUTHORITY\alice.smith@corp.com pw=LEAK4",
+     r"NT AUTHORITY\<account:alice.smith>@<host:corp.com pw=leak4>"),
+    (r"NT SERVICE\bob smith", r"NT SERVICE\<account:bob smith>"),
+    (r"IIS APPPOOL\pool=LEAK", r"IIS APPPOOL\<account:pool=leak>"),
+    (r"BUILTIN\x@LEAKhost", r"BUILTIN\<account:x>@<host:leakhost>"),
+    # an empty name does not let the domain through
+    ("alice\\", "<account:alice\\>"),
+    # after '@': a DNS domain stays, a host name does not
+    ("bob@alices-macbook-pro", "<account:bob>@<host:alices-macbook-pro>"),
+    (r"CORP\x@LEAK6host", r"CORP\<account:x>@<host:leak6host>"),
+    ("alice@corp.example.com", "<account:alice>@corp.example.com"),
+    ("alice@10.0.0.1", "<account:alice>@<host:10.0.0.1>"),
+    ("root@alices-macbook-pro", "root@<host:alices-macbook-pro>"),
+    (r"DESKTOP-4F2A9\SYSTEM", r"<host:desktop-4f2a9>\SYSTEM"),
 ])
 def test_scrub_account(raw, expected):
     assert scrub_account(raw, PSEUDONYMIZER) == expand(expected)
@@ -534,6 +584,54 @@ def test_scrub_account_never_keeps_the_name_or_computer_name(user, domain):
     for raw in (user, f"{domain}\\{user}", f"{user}@corp.example"):
         out = scrub_account(raw, PSEUDONYMIZER)
         assert user not in out and "zq" not in out.lower(), (raw, out)
+
+
+@pytest.mark.parametrize(("raw", "builtin"), [
+    (r"NT AUTHORITY\SYSTEM", True),
+    (r"nt authority\network service", True),
+    (r"NT SERVICE\MSSQL$SQLEXPRESS", True),
+    (r"IIS APPPOOL\DefaultAppPool", True),
+    (r"Window Manager\DWM-3", True),
+    ("SYSTEM", True),
+    (r"NT AUTHORITY\alice.smith@corp.com pw=LEAK4", False),
+    (r"NT AUTHORITY\alice", False),
+    (r"NT SERVICE\svc pw=LEAK", False),
+    (r"IIS APPPOOL\a@b", False),
+    (r"BUILTIN\Admins=LEAK", False),
+    ("Font Driver Host\\", False),
+    ("alice\\", False),
+    (r"DESKTOP-4F2A9\root", False),
+])
+def test_is_builtin_account(raw, builtin):
+    assert is_builtin_account(raw) is builtin
+
+
+@pytest.mark.parametrize("raw", [
+    r"NT AUTHORITY\alice.smith@corp.com pw=LEAK4",
+    r"NT SERVICE\LEAK pw",
+    r"Window Manager\LEAK@host",
+    "LEAK\\",
+    "bob@LEAK-macbook-pro",
+    r"CORP\x@LEAK6host",
+])
+def test_account_leaks_are_closed(raw):
+    assert "leak" not in scrub_account(raw, PSEUDONYMIZER).lower()
+    for line in (f'runas /user:"{raw}" cmd', f'net localgroup administrators "{raw}" /add'):
+        out = scrub(line)
+        assert "leak" not in out.lower(), (line, out)
+        assert out.startswith(line.split('"', 1)[0]) and out.endswith(line.rsplit('"', 1)[1]), (line, out)
+
+
+@PROPERTY
+@given(user=USER, secret=SECRET,
+       domain=st.sampled_from(["NT AUTHORITY", "NT SERVICE", "IIS APPPOOL", "BUILTIN", "Window Manager",
+                               "Font Driver Host", "nt authority"]),
+       tail=st.sampled_from(["{u} pw={s}", "{u}@corp.com pw={s}", "{u}@{s}", "{u}={s}", "{u} {s}"]))
+def test_nothing_personal_passes_as_built_in(user, secret, domain, tail):
+    raw = f"{domain}\\" + tail.format(u=user, s=secret)
+    out = scrub_account(raw, PSEUDONYMIZER)
+    assert "zq" not in out.lower(), (raw, out)
+    assert out.startswith(domain + "\\"), (raw, out)
 
 
 # --------------------------------------------------------------------------- the cached scrubber

@@ -6,9 +6,13 @@ executable, the switch names, hosts (URLs are cut to `scheme://host[:port]`)
 and paths outside user profiles.
 
 `scrub_text` applies the rules below in a fixed order, each a pass over the
-text the previous one produced. Every replacement that changes the text counts
-1; a value that is already `[REDACTED]` or a pseudonym is left alone and not
-counted, so the passes can safely see each other's output.
+text the previous one produced. Text with non-ASCII characters is first
+normalised (NFKC, so `--ｐａｓｓｗｏｒｄ` is `--password`; an en dash, em dash
+or horizontal bar before a letter becomes `-`, as PowerShell reads it); the
+normalised text is returned when a rule replaced something, the original
+otherwise. Every replacement that changes the text counts 1; a value that is
+already `[REDACTED]` or a pseudonym is left alone and not counted, so the
+passes can safely see each other's output.
 
  1. URLs with a scheme -> `reduce_url(url)`, or `[REDACTED]` when it gives None.
     A PowerShell `-EncodedCommand` is decoded, scrubbed and encoded again.
@@ -17,23 +21,26 @@ counted, so the passes can safely see each other's output.
     *-Token ...), `net use/user/localgroup/group`, registry values named like a
     password (`/v DefaultPassword /d x`), `--password`-style switches of any
     tool (`=`, `:` or space), Windows switches (`/user:`, `/pass:`, `/ntlm:`,
-    `/rc4:`, `/aes256:`, `/ru`, `/rp` ...), the short options of tools known to
-    take credentials that way (`mysql -uroot -pX`, `psexec -u -p`, `sshpass -p`,
-    `curl -u`, `sqlcmd -U -P`, `7z -pX` ...), `git config user.email x`, `aws
-    configure set *_key x`, `key=value` pairs (`password=`, `token=`, `Pwd=`,
-    `User ID=`, `AWS_SECRET_ACCESS_KEY=`, JSON `"password": "x"`), LM:NT hash
-    pairs and `user:password@host`.
- 3. E-mail addresses -> `pz-<pseudonym('email', address)>`; `user@host` given to
-    ssh-like tools (or `user@<IPv4>`) -> `[REDACTED]@host`.
+    `/rc4:`, `/aes256:`, `/ru`, `/rp`, `/password x`, `/token x` ...), the
+    short options of tools known to take credentials that way (`mysql -uroot
+    -pX`, `psexec -u -p`, `sshpass -p`, `curl -u`, `sqlcmd -U -P`, `7z -pX`
+    ...), `git config user.email x`, `aws configure set *_key x`, `key=value`
+    pairs (`password=`, `token=`, `Pwd=`, `User ID=`, `AWS_SECRET_ACCESS_KEY=`,
+    JSON `"password": "x"`), LM:NT hash pairs and `user:password@host`.
+ 3. E-mail addresses -> `pz-<pseudonym('email', address)>`, also when a file
+    extension follows (`alice@corp.com.pdf` -> `pz-<...>.pdf`; `logo@2x.png`
+    stays); `user@host` given to ssh-like tools (or `user@<IPv4>`) ->
+    `[REDACTED]@host`.
  4. Profile folders (`C:\\Users\\NAME`, `\\\\srv\\home$\\NAME`, `/home/NAME`,
     `/Users/NAME` ...) -> `pz-<pseudonym('account', name)>`.
  5. Account SIDs (`S-1-5-21-...`, Azure AD `S-1-12-1-...`) -> `S-1-5-21-pz-<...>`.
  6. Account names and secrets found by the rules above are replaced wherever
     else they occur in the same text (`C:\\Users\\bob\\...\\bob_session.log`).
 
-Non-personal accounts stay: SYSTEM, LOCAL/NETWORK SERVICE, root, DWM-n, UMFD-n
-and names under NT AUTHORITY (as values of user switches, in `user@host` also
-`git`), the Public/Default/All Users profile folders, and the homes of cloud
+Non-personal accounts stay: SYSTEM, LOCAL/NETWORK SERVICE, root, DWM-n, UMFD-n,
+the well-known NT AUTHORITY names and service/app pool/group names under NT
+SERVICE, IIS APPPOOL, BUILTIN & co. (as values of user switches, in `user@host`
+also `git`), the Public/Default/All Users profile folders, and the homes of cloud
 default and service accounts (`/home/ubuntu`, `/home/node`, `/home/postgres`).
 
 Over-redaction is preferred to a leak, with one exception: a token that looks
@@ -46,6 +53,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 
 REDACTED = "[REDACTED]"
@@ -61,6 +69,8 @@ _PROPAGATE_MIN_SECRET = 4
 _PROPAGATE_MAX = 256            # longer values are not searched for again
 _PROPAGATE_MAX_HITS = 10_000
 _PZ_FULL = re.compile(r"pz-[0-9a-f]{8,64}")
+# En dash, em dash and horizontal bar: PowerShell reads them as '-' in front of a parameter name.
+_PS_DASH = re.compile(r"[\u2013-\u2015](?=[^\W\d_])")
 
 # --------------------------------------------------------------------------- accounts
 
@@ -70,38 +80,73 @@ _BUILTIN_NAMES = frozenset({
     "networkservice", "anonymous logon", "root",
 })
 _BUILTIN_NAME_PATTERN = re.compile(r"(?:dwm|umfd)-\d{1,5}", re.IGNORECASE)
-# Windows-internal account domains: no name under them is a person.
+# The well-known names under NT AUTHORITY: nothing else there is built-in.
+_NT_AUTHORITY_NAMES = frozenset({
+    "system", "local system", "localsystem", "local service", "localservice", "network service",
+    "networkservice", "anonymous logon", "iusr", "authenticated users", "interactive", "network", "service",
+    "batch", "dialup", "remote interactive logon", "enterprise domain controllers", "self",
+    "this organization", "other organization", "restricted", "terminal server user", "write restricted",
+    "local account", "local account and member of administrators group", "ntlm authentication",
+    "digest authentication", "schannel authentication", "proxy", "user mode drivers",
+    "this organization certificate",
+})
+# Windows-internal account domains whose members are services, app pools, groups or session accounts:
+# a name there is built-in only when it looks like one (no '@', blanks or '=').
 _BUILTIN_DOMAINS = frozenset({
     "nt authority", "nt service", "iis apppool", "window manager", "font driver host", "builtin",
 })
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9_.$-]{1,64}")
 # Account domains kept in `user` fields besides NetBIOS-looking names (letters only).
 _KEPT_DOMAINS = _BUILTIN_DOMAINS | {"workgroup", "microsoftaccount", "azuread"}
 _NETBIOS_DOMAIN = re.compile(r"[A-Za-z]{1,15}")
+# `alice@corp.example.com`: the part after '@' is kept only when it is a DNS domain, not a host name.
+_DNS_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,10}[A-Za-z]{2,63}")
+
+
+def _is_builtin_name(name: str) -> bool:
+    n = name.strip().lower()
+    return n in _BUILTIN_NAMES or _BUILTIN_NAME_PATTERN.fullmatch(n) is not None
 
 
 def is_builtin_account(value: str) -> bool:
-    """True for SYSTEM, LOCAL/NETWORK SERVICE, root, DWM-n, UMFD-n and any name under NT AUTHORITY & co."""
+    """True for SYSTEM, LOCAL/NETWORK SERVICE, root, DWM-n, UMFD-n, the well-known NT AUTHORITY names
+    and service, app pool and group names under NT SERVICE, IIS APPPOOL, BUILTIN & co."""
     s = value.strip().strip("\"'")
     domain, sep, name = s.rpartition("\\")
-    if sep and domain.strip().lower() in _BUILTIN_DOMAINS:
-        return True
-    n = name.strip().lower()
-    return n in _BUILTIN_NAMES or _BUILTIN_NAME_PATTERN.fullmatch(n) is not None
+    if sep:
+        d = domain.strip().lower()
+        if d == "nt authority":
+            return name.strip().lower() in _NT_AUTHORITY_NAMES
+        if d in _BUILTIN_DOMAINS:
+            return _SERVICE_NAME.fullmatch(name) is not None
+        if not (d in _KEPT_DOMAINS or _NETBIOS_DOMAIN.fullmatch(domain)):
+            return False        # `DESKTOP-4F2A9\root`: the computer name is not built-in
+    return _is_builtin_name(name)
 
 
 def _pz(pseudonym: Pseudonym, kind: str, value: str) -> str:
     return PSEUDONYM_PREFIX + pseudonym(kind, value)
 
 
+def _account_host(host: str, pseudonym: Pseudonym) -> str:
+    """The part after '@' of an account: a DNS domain stays, a host name is pseudonymised."""
+    if not host or _DNS_DOMAIN.fullmatch(host) or _PZ_FULL.fullmatch(host):
+        return host
+    return _pz(pseudonym, "host", host.lower())
+
+
 def scrub_account(value: str, pseudonym: Pseudonym) -> str:
     """Account of a `user` field with the name pseudonymised: `CORP\\alice` -> `CORP\\pz-<hex>`.
 
-    `alice@corp.example` keeps its domain (`pz-<hex>@corp.example`); built-in
-    accounts stay; an account SID is pseudonymised as in free text. The domain
-    part is kept when it is a Windows-internal, WORKGROUP/MicrosoftAccount/AzureAD
-    or NetBIOS-looking domain (letters only); anything else there
-    (`DESKTOP-4F2A9\\alice`, `Alices-MBP\\alice`) is a computer name and is
-    pseudonymised with kind `host`. The name's pseudonym is
+    `alice@corp.example` keeps its domain (`pz-<hex>@corp.example`) when it is
+    a DNS domain (a dot and an alphabetic top-level label); anything else after
+    '@' (`bob@alices-macbook-pro`) is a computer name and is pseudonymised with
+    kind `host`. Built-in accounts stay; an account SID is pseudonymised as in
+    free text. The domain part is kept when it is a Windows-internal,
+    WORKGROUP/MicrosoftAccount/AzureAD or NetBIOS-looking domain (letters
+    only); anything else there (`DESKTOP-4F2A9\\alice`, `Alices-MBP\\alice`) is a
+    computer name and is pseudonymised with kind `host`. A domain with an
+    empty name (`alice\\`) is pseudonymised whole. The name's pseudonym is
     `pseudonym('account', name.lower())`, as for `C:\\Users\\alice` in paths.
     """
     if not isinstance(value, str):
@@ -114,18 +159,19 @@ def scrub_account(value: str, pseudonym: Pseudonym) -> str:
     if is_builtin_account(s) or _ANY_SID.fullmatch(s):     # well-known SIDs: S-1-5-18, S-1-5-32-544 ...
         return value
     domain, sep, name = s.rpartition("\\")
+    if sep and not name:
+        return _pz(pseudonym, "account", s.lower())
     if (sep and domain and domain.lower() not in _KEPT_DOMAINS and not _NETBIOS_DOMAIN.fullmatch(domain)
             and not _PZ_FULL.fullmatch(domain)):
         domain = _pz(pseudonym, "host", domain.lower())
-    if not name:
-        return f"{domain}{sep}"
     local, at, host = name.rpartition("@")
     if at and local:
+        host = _account_host(host, pseudonym)
         if _PZ_FULL.fullmatch(local) or local.lower() in _BUILTIN_NAMES:
-            return f"{domain}{sep}{name}"
+            return f"{domain}{sep}{local}@{host}"
         return f"{domain}{sep}{_pz(pseudonym, 'account', local.lower())}@{host}"
-    if _PZ_FULL.fullmatch(name):
-        return f"{domain}{sep}{name}"
+    if _PZ_FULL.fullmatch(name) or (sep and _is_builtin_name(name)):
+        return f"{domain}{sep}{name}"       # `DESKTOP-4F2A9\\SYSTEM`: the computer name went above
     return f"{domain}{sep}{_pz(pseudonym, 'account', name.lower())}"
 
 
@@ -315,6 +361,9 @@ _SLASH_NAMES = frozenset({
 })
 _SLASH_GLUED = re.compile(r"[a-z0-9]{1,30}(?:password|passwd|token|secret|credential|username)")
 _SLASH_USER_NAMES = frozenset({"u", "user", "username", "creduser", "ru"})
+# Windows switches that take a secret as the next token (`tool.exe /password x`) for any tool.
+_SLASH_SPACED_SECRETS = frozenset({"password", "passwd", "pwd", "pass", "secret", "token", "apikey"})
+_HTTP_VERSION = re.compile(r"HTTP/\d(?:\.\d)?", re.IGNORECASE)
 _MSBUILD_PROPERTY = re.compile(r"[A-Za-z_][\w.]{1,63}=[^=]")
 _MSBUILD_WORDS = frozenset({"msbuild", "dotnet", "devenv", "csc", "vbc", "nuget"})
 
@@ -349,6 +398,14 @@ _FILE_EXTENSIONS = frozenset({
     "jsx", "tsx", "pdb", "obj", "lib",
 })
 _USERINFO_KEPT = frozenset({"git", "root"})
+
+
+def _is_mail_domain(host: str) -> bool:
+    """At least two labels and an alphabetic top-level label of two letters or more."""
+    labels = host.split(".")
+    return len(labels) >= 2 and all(labels) and labels[-1].isalpha() and len(labels[-1]) >= 2
+
+
 _TOKEN_START = frozenset(" \t\r\n\"'=/\\(,;")
 _TOKEN_END = frozenset(" \t\r\n\"':,;)/")
 
@@ -761,7 +818,7 @@ class _Run:
         return _splice(text, edits())
 
     def slash_options(self, text: str, spaced: frozenset[str]) -> str:
-        """`/user:x`, `/ntlm:x`, `/ru x`, `/rp x`; `/u x`, `/p x` for the known tools."""
+        """`/user:x`, `/ntlm:x`, `/ru x`, `/rp x`, `/password x`; `/u x`, `/p x` for the known tools."""
         def edits() -> Iterator[tuple[int, int, str]]:
             n = len(text)
             last = 0
@@ -778,8 +835,10 @@ class _Run:
                     if (vm and name == "p" and _MSBUILD_PROPERTY.match(_unquote(vm["val"]))
                             and not _MSBUILD_WORDS.isdisjoint(self.words)):
                         continue    # msbuild /p:Name=Value: the key=value pass judges it
-                elif name in ("ru", "rp") or name in spaced:
+                elif name in ("ru", "rp") or name in spaced or name in _SLASH_SPACED_SECRETS:
                     vm = _SLASH_SPACED_VALUE.match(text, end)
+                    if vm and name not in spaced and _HTTP_VERSION.fullmatch(vm["val"]):
+                        continue    # `GET /token HTTP/1.1`: a request line, not a switch
                 else:
                     continue
                 e = self.value_edit(vm, kind)
@@ -917,15 +976,20 @@ class _Run:
         ssh = not _SSH_WORDS.isdisjoint(self.words) or any(w.startswith("impacket-") for w in self.words)
 
         def repl(m: re.Match) -> str:
-            local, host = m["local"], m["host"]
+            local, host, ext = m["local"], m["host"], ""
+            labels = host.split(".")
+            if len(labels) >= 3 and labels[-1].lower() in _FILE_EXTENSIONS:
+                # `alice@corp.com.pdf`, `bob@10.0.0.1.log`: an address naming a file; `logo@2x.png` is not
+                base = host[: -len(labels[-1]) - 1]
+                if _IPV4.fullmatch(base) or _is_mail_domain(base):
+                    host, ext = base, host[len(base):]
             labels = host.split(".")
             tld = labels[-1]
             is_ip = host.startswith("[") or _IPV4.fullmatch(host) is not None
-            emailish = (not is_ip and len(labels) >= 2 and tld.isalpha() and len(tld) >= 2
-                        and tld.lower() not in _FILE_EXTENSIONS)
+            emailish = ext != "" or (not is_ip and _is_mail_domain(host) and tld.lower() not in _FILE_EXTENSIONS)
             s, e = m.start(), m.end()
             at_token = (s == 0 or text[s - 1] in _TOKEN_START) and (e == len(text) or text[e] in _TOKEN_END)
-            if m["at"] == "@" and at_token and (ssh or is_ip):
+            if m["at"] == "@" and at_token and (ssh or is_ip) and not ext:
                 if local.lower() in _USERINFO_KEPT or _is_placeholder(local):
                     return m[0]
                 self.name(local)
@@ -938,7 +1002,7 @@ class _Run:
                 switch, local = local[0], local[1:]     # `sendmail -falice@example.com`: `-f` is a switch
             self.name(local)
             self.count += 1
-            return switch + _pz(self.pseudonym, "email", f"{local}@{host}".lower())
+            return switch + _pz(self.pseudonym, "email", f"{local}@{host}".lower()) + ext
 
         return _EMAIL.sub(repl, text)
 
@@ -1005,7 +1069,23 @@ class _Run:
         return _splice(text, iter(kept))
 
 
+def _normalize(text: str) -> str:
+    """NFKC (`ｐａｓｓｗｏｒｄ` -> `password`) and PowerShell's dashes before a letter (`–Password`) as '-'."""
+    return _PS_DASH.sub("-", unicodedata.normalize("NFKC", text))
+
+
 def _scrub(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer, depth: int = 0) -> tuple[str, int]:
+    """Scrub the normalised text; the original comes back untouched when there was nothing to replace."""
+    if not text.isascii():
+        norm = _normalize(text)
+        if norm != text:
+            out, n = _scrub_normal(norm, pseudonym, reduce_url, depth)
+            if n:
+                return out, n
+    return _scrub_normal(text, pseudonym, reduce_url, depth)
+
+
+def _scrub_normal(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer, depth: int) -> tuple[str, int]:
     low = text.lower()
     words = _words(low)
     run = _Run(pseudonym, reduce_url, words)
