@@ -195,8 +195,9 @@ class _StageWriter(beam.DoFn):
     (Beam's DaskRunner as of 2.77).
     """
 
-    FLUSH_ROWS = 200_000  # per partition
-    FLUSH_TOTAL = 400_000  # across partitions: bounds memory whatever the skew
+    FLUSH_ROWS = 100_000  # per partition
+    FLUSH_TOTAL = 200_000  # across partitions: bounds memory whatever the skew
+    COMPACT_TABLES = 8  # buffered tables per partition before they are merged
 
     def __init__(self, staging_dir: str, flush_each: bool = False) -> None:
         self.staging_dir = staging_dir
@@ -208,7 +209,12 @@ class _StageWriter(beam.DoFn):
 
     def process(self, element: tuple[tuple, pa.Table]):
         key, table = PartitionKey(*element[0]), element[1]
-        self.buffers[key].append(table)
+        buffered = self.buffers[key]
+        buffered.append(table)
+        if len(buffered) >= self.COMPACT_TABLES:
+            # Many small tables cost far more than their rows (per-array overhead, and skewed
+            # input has thousands of small partitions): merge them into one contiguous table.
+            self.buffers[key] = [pa.concat_tables(buffered).combine_chunks()]
         self.rows[key] += table.num_rows
         if self.flush_each or self.rows[key] >= self.FLUSH_ROWS:
             yield self._flush(key)
@@ -238,7 +244,7 @@ class _FinalizePartition(beam.DoFn):
     not depend on the runner or on how work was split.
     """
 
-    MAX_ROWS_PER_FILE = 1_000_000
+    MAX_ROWS_PER_FILE = 250_000  # also bounds what a partition holds in memory while it is written
 
     def __init__(self, final_dir: str, file_prefix: str) -> None:
         self.final_dir = final_dir

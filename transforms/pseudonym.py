@@ -13,7 +13,7 @@ import hmac
 import re
 
 PSEUDONYM_HEX_CHARS = 32  # 128 bits: collision-free at telemetry scale, short in Parquet
-_CACHE_LIMIT = 500_000
+_CACHE_LIMIT = 200_000
 _MAC_SEPARATORS = re.compile(r"[\s:.\-]")
 
 

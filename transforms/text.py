@@ -62,7 +62,7 @@ PSEUDONYM_PREFIX = "pz-"
 Pseudonym = Callable[[str, str], str]
 UrlReducer = Callable[[str], "str | None"]
 
-_CACHE_LIMIT = 200_000
+_CACHE_LIMIT = 50_000  # per worker; bounds memory, repeats are what pays
 _CACHE_MAX_TEXT = 8192          # longer texts are scrubbed every time rather than pinned in memory
 _PROPAGATE_MIN_NAME = 3         # shorter account names are not searched for elsewhere in the text
 _PROPAGATE_MIN_SECRET = 4
