@@ -8,7 +8,6 @@ half-written output behind.
 
 from __future__ import annotations
 
-import glob
 import gzip
 import os
 import uuid
@@ -28,21 +27,6 @@ from transforms.records import HIDDEN_COLUMNS, PartitionKey
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER = 1 << 20
 COMPRESSION = "zstd"
-
-
-class InputError(ValueError):
-    """No input matched, or an input cannot be opened: a configuration problem."""
-
-
-def expand_inputs(patterns: list[str]) -> list[str]:
-    """Sorted, de-duplicated files matching the globs; a glob matching nothing is an error."""
-    files: list[str] = []
-    for pattern in patterns:
-        matched = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
-        if not matched:
-            raise InputError(f"--input {pattern!r}: no file matches")
-        files.extend(matched)
-    return list(dict.fromkeys(os.path.abspath(f) for f in files))
 
 
 def open_telemetry(path: str):

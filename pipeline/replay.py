@@ -35,7 +35,6 @@ Bad arguments exit with code 2 and one line naming the problem.
 from __future__ import annotations
 
 import argparse
-import glob
 import gzip
 import os
 import re
@@ -46,6 +45,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from pipeline.files import InputError, expand_inputs
 from transforms.fields import FieldTypeError, parse_rfc3339
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -79,14 +79,11 @@ def parse_rate(text: str) -> float:
 
 
 def expand_sources(patterns: list[str]) -> list[str]:
-    """Files matching each glob, in argument order, each glob sorted; a glob matching nothing is an error."""
-    files: list[str] = []
-    for pattern in patterns:
-        matched = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
-        if not matched:
-            raise UsageError(f"--from {pattern!r}: no file matches")
-        files.extend(matched)
-    return list(dict.fromkeys(files))
+    """The --from files (same rules as a run's --input); a glob matching nothing is a usage error."""
+    try:
+        return expand_inputs(patterns, option="--from")
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # ------------------------------------------------------------------ reading

@@ -25,8 +25,8 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline.files import InputError, expand_inputs
 from pipeline.graph import build_pipeline
-from pipeline.io import InputError, expand_inputs
 from pipeline.options import DEFAULT_RUNNER, SanitizerOptions
 from pipeline.report import build_report, summary
 from schemas.policy import PolicyError, load_policy

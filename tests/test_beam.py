@@ -12,8 +12,9 @@ import pyarrow.dataset as ds
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipeline.files import expand_inputs
 from pipeline.graph import STATS, SanitizeRecords, SumCounters
-from pipeline.io import ReadTelemetry, WriteMinimizedParquet, expand_inputs
+from pipeline.io import ReadTelemetry, WriteMinimizedParquet
 
 RUNNER = "FnApiRunner"
 
