@@ -17,12 +17,11 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.records import HIDDEN_COLUMNS, PartitionKey
+from transforms.records import PartitionKey, as_written, first_copies, keep_copies
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER = 1 << 20
@@ -166,7 +165,7 @@ class ReadTelemetry(beam.PTransform):
 # ------------------------------------------------------------------ writing
 
 
-def _partition_dir(key: PartitionKey) -> str:
+def partition_dir(key: PartitionKey) -> str:
     base = key.record_type if key.area == "data" else os.path.join("_locked", key.record_type)
     return os.path.join(base, f"user_region={key.user_region}", f"event_date={key.event_date}")
 
@@ -208,7 +207,7 @@ class _StageWriter(beam.DoFn):
     def _flush(self, key: PartitionKey) -> tuple[tuple, str]:
         tables = self.buffers.pop(key)
         self.rows.pop(key)
-        directory = os.path.join(self.staging_dir, "parts", _partition_dir(key))
+        directory = os.path.join(self.staging_dir, "parts", partition_dir(key))
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, f"{uuid.uuid4().hex}.parquet")
         pq.write_table(pa.concat_tables(tables), path, compression="lz4")
@@ -240,10 +239,9 @@ class _FinalizePartition(beam.DoFn):
         # ParquetFile, not read_table: the staging path must not be parsed as hive partitions.
         hidden = [pq.ParquetFile(p).read(columns=["_key", "_origin"]) for p in paths]
         keys = pa.concat_tables(hidden)
-        first = keys.group_by("_key").aggregate([("_origin", "min")])
-        keep_origins = first.column("_origin_min")
-        duplicates = keys.num_rows - first.num_rows
-        directory = os.path.join(self.final_dir, _partition_dir(key))
+        keep = first_copies(keys)
+        duplicates = keys.num_rows - len(keep)
+        directory = os.path.join(self.final_dir, partition_dir(key))
         os.makedirs(directory, exist_ok=True)
         pending: list[pa.Table] = []
         pending_rows = 0
@@ -252,8 +250,7 @@ class _FinalizePartition(beam.DoFn):
 
         def flush() -> None:
             nonlocal pending, pending_rows, part, written
-            table = pa.concat_tables(pending)
-            table = table.sort_by("_origin").drop_columns([f.name for f in HIDDEN_COLUMNS])
+            table = as_written(pa.concat_tables(pending))
             name = f"part-{self.file_prefix}-{part:05d}.parquet"
             pq.write_table(table, os.path.join(directory, name), compression=COMPRESSION)
             written += table.num_rows
@@ -263,7 +260,7 @@ class _FinalizePartition(beam.DoFn):
         for path in paths:
             table = pq.ParquetFile(path).read()
             if duplicates:
-                table = table.filter(pc.is_in(table.column("_origin"), value_set=keep_origins))
+                table = keep_copies(table, keep)
             pending.append(table)
             pending_rows += table.num_rows
             if pending_rows >= self.MAX_ROWS_PER_FILE:

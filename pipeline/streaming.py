@@ -28,15 +28,22 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms import trigger, window
 
 from pipeline.graph import QUARANTINE, STATS, SumCounters
-from pipeline.io import COMPRESSION, _partition_dir
-from transforms.records import HIDDEN_COLUMNS, QUARANTINE_SCHEMA, PartitionKey, SanitizeContext, sanitize_lines
+from pipeline.io import COMPRESSION, partition_dir
+from transforms.records import (
+    QUARANTINE_SCHEMA,
+    PartitionKey,
+    SanitizeContext,
+    as_written,
+    first_copies,
+    keep_copies,
+    sanitize_lines,
+)
 
 
 class StreamingOptions(PipelineOptions):
@@ -97,12 +104,12 @@ class _WriteWindowPartition(beam.DoFn):
     def process(self, element, w=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         key = PartitionKey(*element[0])
         table = pa.concat_tables(element[1])
-        first = table.group_by("_key").aggregate([("_origin", "min")])
-        duplicates = table.num_rows - first.num_rows
+        keep = first_copies(table)
+        duplicates = table.num_rows - len(keep)
         if duplicates:
-            table = table.filter(pc.is_in(table.column("_origin"), value_set=first.column("_origin_min")))
-        table = table.sort_by("_origin").drop_columns([f.name for f in HIDDEN_COLUMNS])
-        directory = os.path.join(self.output_dir, _partition_dir(key), f"window={_window_tag(w)}")
+            table = keep_copies(table, keep)
+        table = as_written(table)
+        directory = os.path.join(self.output_dir, partition_dir(key), f"window={_window_tag(w)}")
         _atomic_write(table, directory, f"part-pane{pane.index:03d}-{uuid.uuid4().hex[:8]}.parquet")
         stats = Counter({"files_written": 1, f"written/{key.record_type}": table.num_rows})
         stats[f"output/{key.record_type}"] -= duplicates

@@ -376,3 +376,20 @@ def _to_table(ctx: SanitizeContext, tpol: TypePolicy, rows: list[tuple]) -> tupl
     full = pa.schema(list(schema) + HIDDEN_COLUMNS, metadata=schema.metadata)
     arrays = [pa.array(col, type=f.type) for col, f in zip(columns, full, strict=True)]
     return pa.Table.from_arrays(arrays, schema=full), failed
+
+
+def first_copies(keys: pa.Table) -> pa.Array:
+    """`_origin` of the first copy, in input order, of every (device, event) key: the copy
+    that is written when a producer retried (rows need only `_key` and `_origin`)."""
+    return keys.group_by("_key").aggregate([("_origin", "min")]).column("_origin_min")
+
+
+def keep_copies(table: pa.Table, keep: pa.Array) -> pa.Table:
+    """Only the rows whose `_origin` is in `keep` (see first_copies)."""
+    return table.filter(pc.is_in(table.column("_origin"), value_set=keep))
+
+
+def as_written(table: pa.Table) -> pa.Table:
+    """Rows as they are written: in input order, hidden columns removed."""
+    return table.sort_by("_origin").drop_columns([f.name for f in HIDDEN_COLUMNS])
+
