@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from transforms.special import SpecialCategoryMatcher, words
@@ -50,6 +51,13 @@ def test_find_at_any_depth(matcher):
 
 
 def test_prefilter_never_misses_a_line_with_a_special_key(matcher):
-    for line in [b'{"x":{"Religion":1}}', b'{"sant\xc3\xa9":1}', b'{"r\\u0065ligion":1}', b'{"GEZONDHEID":2}']:
-        assert matcher.may_contain(line)
-    assert not matcher.may_contain(b'{"type":"wifi","data":{"ssid":"x"}}')
+    lines = [b'{"x":{"Religion":1}}', b'{"sant\xc3\xa9":1}', b'{"r\\u0065ligion":1}', b'{"GEZONDHEID":2}',
+             b'{"data":{"a":{"healthStatus":1}}}', b'{"data":{"a":[{"vakbond":1}]}}', b'[{"religion":1}]',
+             b'{"data":{"note":"{"},"x":{"y":{"religion":1}}}']
+    for line in lines:
+        assert matcher.may_contain(orjson.loads(line), line), line
+    line = b'{"type":"wifi","data":{"ssid":"x"},"consent":{"eula":true}}'
+    assert not matcher.may_contain(orjson.loads(line), line)
+    assert not matcher.may_contain(orjson.loads(line), line)  # second time from the known-names set
+    line = b'{"data":{"a":{"b":1}}}'  # a deeper object: "maybe", the caller walks it
+    assert matcher.may_contain(orjson.loads(line), line)

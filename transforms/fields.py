@@ -25,8 +25,12 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]
 _RFC3339_NO_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?")
 _SCRUB_TRIGGER = re.compile(r"[@:=/\\]|bearer|basic|pass|pwd|token|secret|key|session|auth|cookie|sid|sig",
                              re.IGNORECASE)
+# The same test for ASCII text already lower-cased: about 5x faster than IGNORECASE,
+# which also has to consider non-ASCII letters (U+212A KELVIN SIGN matches "k").
+_SCRUB_TRIGGER_LOWER = re.compile(r"[@:=/\\]|b(?:earer|asic)|p(?:ass|wd)|token|s(?:ecret|ession|id|ig)|key|auth|cookie")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _INT64 = (-(2**63), 2**63 - 1)
+MEMO_ENTRIES = 50_000  # per rule; a memo that grows past this is started afresh
 
 
 class FieldTypeError(ValueError):
@@ -79,11 +83,18 @@ class FieldEngine:
         self.urls = urls
         self.scrubber = scrubber
         self._key = key
+        self._memos: dict[int, dict[str, tuple]] = {}
+        self._failures: dict[int, dict[str, str]] = {}  # per rule: values whose transform raised
+        self._unique: set[int] = set()  # rules whose values were (almost) all new in a large batch
 
     def _plain_text(self, value: str) -> str:
         """Text kept as sent, unless it looks like it carries a URL, e-mail or credential:
         POLICY.md promise 1 covers every output column, so such text is scrubbed too."""
-        return self.scrubber(value)[0] if _SCRUB_TRIGGER.search(value) else value
+        if value.isascii():
+            trigger = _SCRUB_TRIGGER_LOWER.search(value.lower())
+        else:
+            trigger = _SCRUB_TRIGGER.search(value)
+        return self.scrubber(value)[0] if trigger else value
 
     def digest(self, value: str) -> str:
         """Keyed digest: identical spam campaigns link, content cannot be guessed back."""
@@ -131,28 +142,60 @@ class FieldEngine:
 
         A value whose transform raises is never passed through: its row index is
         added to `failed` (with the field name, never the value) and its outputs are null.
+        Results for string values are kept across batches (hosts, devices, command
+        lines repeat), up to MEMO_ENTRIES per rule; other values are computed each time
+        (1 and 1.0 are equal keys but different text).
         """
+        t = rule.transform
+        if t == "bool":  # checked: True, False or None, written as they are
+            return [list(values)]
+        if t in ("int", "float"):  # checked numbers; int() of an integral float is exact
+            cast = int if t == "int" else float
+            return [[None if v is None else cast(v) for v in values]]
         fn = self._scalar(rule)
         width = len(rule.output_columns())
         nulls = (None,) * width
-        memo: dict[Any, tuple] = {}
-        rows = []
-        for i, v in enumerate(values):
-            if v is None:
-                rows.append(nulls)
-                continue
-            out = memo.get(v)
-            if out is None:
-                try:
-                    out = fn(v)
-                except Exception as exc:  # noqa: BLE001 - a rule bug must cost one record, not the run
-                    failed.setdefault(i, f"{rule.name}: {exc.__class__.__name__}")
-                    out = nulls
-                memo[v] = out
-            rows.append(out)
+        key = id(rule)
+        if key in self._unique:  # values that never repeat (event ids): remembered for this call only
+            memo, failures = {}, {}
+        else:
+            memo = self._memos.get(key)
+            if memo is None or len(memo) > MEMO_ENTRIES:
+                memo = self._memos[key] = {}
+                self._failures[key] = {}
+            failures = self._failures[key]
+        keys = values
+        present = set(values)
+        present.discard(None)
+        if not all(type(v) is str for v in present):  # 1 and 1.0 are equal keys but different text
+            keys = [None if v is None else (type(v), v) for v in values]
+            present = set(keys)
+            present.discard(None)
+            memo, failures = {}, {}
+            fn = _on_value(fn)
+        new = present.difference(memo)
+        for v in new:
+            try:
+                memo[v] = fn(v)
+            except Exception as exc:  # noqa: BLE001 - a rule bug must cost one record, not the run
+                memo[v] = nulls
+                failures[v] = f"{rule.name}: {exc.__class__.__name__}"
+        if memo is self._memos.get(key) and len(values) >= 1000 and len(new) > 0.98 * len(values):
+            self._unique.add(key)
+            del self._memos[key], self._failures[key]
+        if failures and not present.isdisjoint(failures):
+            for i, v in enumerate(keys):
+                if v in failures:
+                    failed.setdefault(i, failures[v])
+        get = memo.__getitem__
         if width == 1:
-            return [[r[0] for r in rows]]
+            return [[None if v is None else get(v)[0] for v in keys]]
+        rows = [nulls if v is None else get(v) for v in keys]
         return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+def _on_value(fn: Callable[[Any], tuple]) -> Callable[[tuple[type, Any]], tuple]:
+    return lambda typed: fn(typed[1])
 
 
 def _email_domain(value: str, urls: UrlSanitizer) -> str | None:

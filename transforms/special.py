@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
-_KEY = re.compile(rb'"([^"]+)"\s*:')
 _PREFIX_MIN = 6
 _UNSEEN = object()  # terms this long also match as a word prefix ("religio" -> "religious")
 
@@ -37,7 +36,7 @@ class SpecialCategoryMatcher:
                 if len(norm) >= _PREFIX_MIN:
                     self._prefix.append((norm, category))
         self._cache: dict[str, str | None] = {}
-        self._ordinary: set[bytes] = set()  # raw keys known not to be special
+        self._ordinary: set[str] = set()  # names known not to be special
 
     def category_of(self, key: str) -> str | None:
         """Category name if `key` is a special-category field name, else None."""
@@ -64,22 +63,41 @@ class SpecialCategoryMatcher:
         self._cache[key] = found
         return found
 
-    def may_contain(self, line: bytes) -> bool:
-        """False only when the raw line certainly has no special-category key.
+    def may_contain(self, rec: object, raw: bytes) -> bool:
+        """False only when the parsed line `rec` (from the bytes `raw`) certainly has no
+        special-category key: the cheap test that lets most lines skip `find`.
 
-        Object keys are read straight off the bytes (a key is a string followed
-        by a colon) and looked up in the per-name cache; lines with escapes are
-        always walked in full, since an escaped key cannot be read that way.
+        The keys of the top-level object and of the objects directly inside it
+        are checked against a set of names known to be ordinary (set operations
+        in C). Every JSON object in a line starts with one `{` byte, so when the
+        line has no more `{` than the objects checked, there is no deeper object
+        and no key was missed; otherwise (deeper objects, or braces inside
+        strings) the answer is "maybe" and the caller walks the record in full.
         """
-        if b"\\u" in line or b'\\"' in line:
+        if type(rec) is not dict:
             return True
-        unseen = set(_KEY.findall(line)).difference(self._ordinary)
-        for key in unseen:  # usually empty: set operations in C cover the known names
-            if self.category_of(key.decode("utf-8", "replace")):
-                return True
-            if len(self._ordinary) < 100_000:
-                self._ordinary.add(key)
-        return False
+        if not self._ordinary_keys(rec):
+            return True
+        objects = 1
+        for value in rec.values():
+            if type(value) is dict:
+                objects += 1
+                if not self._ordinary_keys(value):
+                    return True
+        return raw.count(b"{") != objects
+
+    def _ordinary_keys(self, obj: dict) -> bool:
+        ordinary = self._ordinary
+        if ordinary.issuperset(obj):
+            return True
+        for key in obj:
+            if key in ordinary:
+                continue
+            if self.category_of(key):
+                return False
+            if len(ordinary) < 100_000:
+                ordinary.add(key)
+        return True
 
     def find(self, obj: object, path: str = "") -> Iterator[tuple[str, str, str]]:
         """Yield (path, key, category) for every special-category key at any depth (no recursion limit)."""

@@ -206,6 +206,7 @@ class UrlSanitizer:
         self._extractor = extractor
         self._hosts: dict[str, tuple[str | None, str | None]] = {}
         self._urls: dict[str, UrlParts] = {}
+        self._authorities: dict[tuple[str | None, str], UrlParts] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {}
@@ -302,6 +303,18 @@ class UrlSanitizer:
         end = (_SPECIAL_END if special else _OTHER_END).search(rest)
         auth = rest[: end.start()] if end else rest
         auth = auth[auth.rfind("@") + 1:]  # user info, however many `@`, is never looked at
+        hit = self._authorities.get((scheme, auth))
+        if hit is None:
+            hit = self._host_port(scheme, auth)
+            if len(auth) <= MAX_CACHED_URL_CHARS:
+                if len(self._authorities) >= URL_CACHE_LIMIT:
+                    self._authorities.clear()
+                self._authorities[(scheme, auth)] = hit
+        return hit
+
+    def _host_port(self, scheme: str | None, auth: str) -> UrlParts:
+        """Parts of `host[:port]` (user info already cut off): cached, since hosts repeat
+        far more than whole URLs do."""
         if auth.startswith("["):
             close = auth.find("]")
             host = _ipv6(auth[1:close]) if close > 0 else None

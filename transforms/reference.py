@@ -1,0 +1,163 @@
+"""The policy applied the plain way, one record at a time: the yardstick for the fast path.
+
+`transforms.records.sanitize_lines` is built for speed (pre-checks that fall
+back to the full validation, memos shared across batches, whole columns at
+once). This module does the same job with none of that: every line is parsed,
+walked for special-category keys in full, validated, gated, and every kept
+value goes through its rule's transform on its own. Both use the same rule
+functions (`validate`, `check`, the transforms, `mask_line`), so a difference
+between them can only come from the fast path's shortcuts; the test suite runs
+both on the dirty sample and requires identical tables, quarantine and counts.
+
+Not used by the pipeline; it is slow on purpose.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from transforms.quarantine import mask_line
+from transforms.records import (
+    BOM,
+    HIDDEN_COLUMNS,
+    ORIGIN_LINE_BITS,
+    QUARANTINE_SCHEMA,
+    BatchResult,
+    PartitionKey,
+    Rejected,
+    SanitizeContext,
+    _json_reason,
+    validate,
+)
+from transforms.withdrawals import micros, withdrawn_basis
+
+
+def _count_removed(rec: dict, tpol, ctx: SanitizeContext, stats: Counter) -> None:
+    for path, keys, allowed in (("", rec, ctx.allowed_envelope), ("data.", rec["data"], tpol.allowed)):
+        for key in keys:
+            if key not in allowed and not ctx.special.category_of(key):
+                stats["fields_removed/not_allowed"] += 1
+                stats[f"removed_field/{tpol.name}/{path}{ctx.reportable_name(key)}"] += 1
+
+
+def _row(ctx: SanitizeContext, tpol, rec: dict, event_time, country, locations, origin) -> tuple[dict, str | None]:
+    """One output row as a dict, or the failing field when a transform raised."""
+    row: dict[str, Any] = {}
+
+    def apply(rule, value) -> str | None:
+        names = [f.name for f in rule.output_columns()]
+        if value is None:
+            row.update(dict.fromkeys(names))
+            return None
+        try:
+            out = ctx.engine._scalar(rule)(value)
+        except Exception as exc:  # noqa: BLE001 - same rule as the fast path: the record is quarantined
+            row.update(dict.fromkeys(names))
+            return f"{rule.name}: {exc.__class__.__name__}"
+        row.update(zip(names, out, strict=True))
+        return None
+
+    failed = None
+    for rule in ctx.policy.envelope:
+        error = apply(rule, rec.get(rule.name))
+        failed = failed or error
+    row["event_time"] = event_time
+    row["country"] = country
+    row["processing_locations"] = locations
+    for rule in tpol.fields:
+        error = apply(rule, rec["data"].get(rule.name))
+        failed = failed or error
+    row["_key"] = ctx.dedupe_key(rec["device_id"], rec["event_id"])
+    row["_origin"] = origin
+    return row, failed
+
+
+def sanitize_lines_reference(ctx: SanitizeContext, source: str, source_index: int,
+                             lines: list[tuple[int, bytes | None]],
+                             withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
+    """Same contract as `sanitize_lines`; quarantine rows come in line order."""
+    result = BatchResult()
+    stats = result.stats
+    quarantine: list[tuple] = []
+    parts: dict[PartitionKey, list[dict]] = defaultdict(list)
+    policy = ctx.policy
+    for line_no, raw in lines:
+        if raw is None:
+            stats["input_records"] += 1
+            stats["quarantined/unreadable_input"] += 1
+            quarantine.append((source, line_no, "unreadable_input", "the rest of the file could not be read",
+                               "", 0, ""))
+            continue
+        if raw.startswith(BOM):
+            raw = raw[3:]
+        if not raw.strip():
+            stats["blank_lines"] += 1
+            continue
+        stats["input_records"] += 1
+        try:
+            if len(raw) > policy.max_line_bytes:
+                raise Rejected("line_too_long", f"{len(raw)} bytes > {policy.max_line_bytes}")
+            try:
+                rec = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise Rejected(_json_reason(exc, raw)) from None
+            for _path, key, category in ctx.special.find(rec):
+                stats["fields_removed/special_category"] += 1
+                stats[f"special_category/{category}/{ctx.reportable_name(key, special=True)}"] += 1
+            tpol, event_time = validate(rec, ctx)
+            if event_time > ctx.future_limit:
+                raise Rejected("future_timestamp", "ts: later than --as-of plus the tolerance")
+        except Exception as exc:  # noqa: BLE001
+            rej = exc if isinstance(exc, Rejected) else Rejected("internal_error", exc.__class__.__name__)
+            quarantine.append((source, line_no, rej.reason, rej.detail,
+                               mask_line(raw[:2600].decode("utf-8", "replace"), ctx.known_keys,
+                                         ctx.special.category_of, policy.types),
+                               len(raw), ctx.line_digest(raw)))
+            stats[f"quarantined/{rej.reason}"] += 1
+            continue
+        if rec.get("is_child") and not tpol.children_allowed:
+            stats["dropped/child_data"] += 1
+            continue
+        consent = rec.get("consent") or {}
+        needed = ctx.needed[tpol.name]
+        missing = [f for f in needed if consent.get(f) is not True]
+        if missing:
+            stats[f"dropped/consent_missing:{missing[0]}"] += 1
+            continue
+        if withdrawals and withdrawn_basis(withdrawals.get(ctx.device_hash(rec["device_id"])), needed,
+                                           micros(event_time)):
+            stats["dropped/consent_withdrawn"] += 1
+            continue
+        area = "data"
+        if event_time < ctx.expiry[tpol.name]:
+            if tpol.on_expiry == "delete":
+                stats["dropped/expired"] += 1
+                continue
+            area = "locked"
+        _count_removed(rec, tpol, ctx, stats)
+        country, region, locations = ctx.region(rec.get("country"))
+        row, failed = _row(ctx, tpol, rec, event_time, country, list(locations),
+                           (source_index << ORIGIN_LINE_BITS) | line_no)
+        if failed:
+            stats["quarantined/transform_error"] += 1
+            quarantine.append((source, line_no, "transform_error", f"{tpol.name}.{failed}", "", 0, ""))
+            continue
+        if area == "locked":
+            stats["dropped/expired_locked"] += 1
+            stats[f"locked/{tpol.name}"] += 1
+        else:
+            stats[f"output/{tpol.name}"] += 1
+        parts[PartitionKey(area, tpol.name, region, event_time.date().isoformat())].append(row)
+    for key, rows in parts.items():
+        schema = policy.file_schema(key.record_type)
+        full = pa.schema(list(schema) + HIDDEN_COLUMNS, metadata=schema.metadata)
+        result.outputs[key] = pa.Table.from_pylist(rows, schema=full)
+    if quarantine:
+        quarantine.sort(key=lambda q: q[1])
+        result.quarantine = pa.Table.from_pylist(
+            [dict(zip(QUARANTINE_SCHEMA.names, q, strict=True)) for q in quarantine], schema=QUARANTINE_SCHEMA)
+    return result
