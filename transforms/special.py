@@ -36,7 +36,7 @@ class SpecialCategoryMatcher:
                 if len(norm) >= _PREFIX_MIN:
                     self._prefix.append((norm, category))
         self._cache: dict[str, str | None] = {}
-        self._ordinary: set[str] = set()  # names known not to be special
+        self.ordinary: set[str] = set()  # names known not to be special (the context adds its allowed names)
 
     def category_of(self, key: str) -> str | None:
         """Category name if `key` is a special-category field name, else None."""
@@ -87,7 +87,7 @@ class SpecialCategoryMatcher:
         return raw.count(b"{") != objects
 
     def _ordinary_keys(self, obj: dict) -> bool:
-        ordinary = self._ordinary
+        ordinary = self.ordinary
         if ordinary.issuperset(obj):
             return True
         for key in obj:
