@@ -39,51 +39,76 @@ def _clear_value(key: str, body: str, record_types: Collection[str]) -> bool:
     return False
 
 
+# The same tokens without the whitespace ones, and with the string literal written as an
+# unrolled loop (`[^"\\]*` runs in one step instead of one alternation per character).
+_SKIP_SPACE_TOKEN = re.compile(
+    r'\s*("[^"\\]*(?:\\.[^"\\]*)*"?'
+    r"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
+    r"|true|false|null"
+    r"|[{}\[\]:,]"
+    r'|[^\s{}\[\]:,"]+)'
+)
+_LITERALS = frozenset({"true", "false", "null"})
+_OPEN, _CLOSE, _PUNCT = frozenset("{["), frozenset("}]"), frozenset(":,")
+
+
 def mask_line(text: str, known_keys: Collection[str], is_special: Callable[[str], str | None],
               record_types: Collection[str] = ()) -> str:
-    """Replace every value of a (possibly broken) JSON line by a marker; keep keys we know."""
+    """Replace every value of a (possibly broken) JSON line by a marker; keep keys we know.
+
+    Output: known keys as they are, a special-category key as "<special>", any other
+    key as "<key:length>"; strings "<str:length>", numbers <num>, anything else
+    <raw:length>; true/false/null and punctuation kept; at most about
+    MAX_EXCERPT_CHARS, then "...".
+    """
     out: list[str] = []
+    append = out.append
     size = 0
     depth = 0
-    tokens = [t for t in _TOKEN.findall(text[: MAX_EXCERPT_CHARS + 500]) if not t.isspace()]
-    value_of: str | None = None  # the top-level key whose value comes next, if any
-    for i, tok in enumerate(tokens):
-        pending, value_of = value_of, None
-        if tok.startswith('"'):
-            body = tok[1:-1] if len(tok) > 1 and tok.endswith('"') else tok[1:]
-            if i + 1 < len(tokens) and tokens[i + 1] == ":":
+    tokens = _SKIP_SPACE_TOKEN.findall(text[: MAX_EXCERPT_CHARS + 500])
+    n = len(tokens)
+    pending: str | None = None  # the top-level key whose value comes next, if any
+    i = 0
+    while i < n:
+        tok = tokens[i]
+        i += 1
+        first = tok[0]
+        if first == '"':
+            body = tok[1:-1] if len(tok) > 1 and tok[-1] == '"' else tok[1:]
+            if i < n and tokens[i] == ":":  # a key
                 if is_special(body):
-                    out.append('"<special>"')
+                    append('"<special>"')
                 elif body in known_keys:
-                    out.append(tok)
+                    append(tok)
                 else:
-                    out.append(f'"<key:{len(body)}>"')
+                    append(f'"<key:{len(body)}>"')
                 if depth == 1:
-                    value_of = body
-                    out.append(":")
-                    tokens[i + 1] = ""  # the colon is written here, so the next token is the value
-                continue
-            keep = pending is not None and _clear_value(pending, body, record_types)
-            out.append(f'"{body}"' if keep else f'"<str:{len(body)}>"')
-        elif not tok:
-            value_of = pending  # the colon consumed above: the value is still pending
-            continue
-        elif tok[0] in "-0123456789":
-            out.append(tok if pending == "schema_version" and len(tok) < 6 else "<num>")
-        elif tok in ("true", "false", "null"):
-            out.append(tok)
-        elif tok in "{[":
+                    append(":")
+                    i += 1  # the colon is written here; the value that follows belongs to this key
+                    pending = body
+                else:
+                    pending = None
+                continue  # keys do not count towards the size
+            if pending is not None and _clear_value(pending, body, record_types):
+                piece = f'"{body}"'
+            else:
+                piece = f'"<str:{len(body)}>"'
+        elif first in "-0123456789":
+            piece = tok if pending == "schema_version" and len(tok) < 6 else "<num>"
+        elif tok in _LITERALS or tok in _PUNCT:
+            piece = tok
+        elif tok in _OPEN:
             depth += 1
-            out.append(tok)
-        elif tok in "}]":
+            piece = tok
+        elif tok in _CLOSE:
             depth -= 1
-            out.append(tok)
-        elif tok in ":,":
-            out.append(tok)
+            piece = tok
         else:
-            out.append(f"<raw:{len(tok)}>")
-        size += len(out[-1])
+            piece = f"<raw:{len(tok)}>"
+        pending = None
+        append(piece)
+        size += len(piece)
         if size > MAX_EXCERPT_CHARS:
-            out.append("...")
+            append("...")
             break
     return "".join(out)
