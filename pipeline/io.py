@@ -12,7 +12,7 @@ import gzip
 import os
 import uuid
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -208,37 +208,48 @@ class _StageWriter(beam.DoFn):
     (Beam's DaskRunner as of 2.77).
     """
 
-    FLUSH_ROWS = 100_000  # per partition
-    FLUSH_TOTAL = 200_000  # across partitions: bounds memory whatever the skew
-    COMPACT_TABLES = 8  # buffered tables per partition before they are merged
+    FLUSH_ROWS = 50_000  # per partition
+    FLUSH_TOTAL = 100_000  # across partitions: bounds memory whatever the skew
+    MAX_PARTITIONS = 256  # buffered at once: each small table costs far more than its rows
+    COMPACT_TABLES = 4  # buffered tables per partition before they are merged
 
     def __init__(self, staging_dir: str, flush_each: bool = False) -> None:
         self.staging_dir = staging_dir
         self.flush_each = flush_each
 
+    def setup(self) -> None:
+        self.made: set[str] = set()  # directories this worker created already
+
     def start_bundle(self) -> None:
-        self.buffers: dict[PartitionKey, list[pa.Table]] = defaultdict(list)
-        self.rows: Counter = Counter()
+        # Insertion order = least recently fed first: when too many partitions are
+        # buffered (input spread over many dates), the one idle longest is written.
+        self.buffers: dict[PartitionKey, list[pa.Table]] = {}
+        self.rows: dict[PartitionKey, int] = {}
+        self.total = 0
 
     def process(self, element: tuple[tuple, pa.Table]):
         key, table = PartitionKey(*element[0]), element[1]
-        buffered = self.buffers[key]
+        buffered = self.buffers.pop(key, None) or []
         buffered.append(table)
         if len(buffered) >= self.COMPACT_TABLES:
-            # Many small tables cost far more than their rows (per-array overhead, and skewed
-            # input has thousands of small partitions): merge them into one contiguous table.
-            self.buffers[key] = [pa.concat_tables(buffered).combine_chunks()]
-        self.rows[key] += table.num_rows
+            buffered = [pa.concat_tables(buffered).combine_chunks()]
+        self.buffers[key] = buffered
+        self.rows[key] = self.rows.pop(key, 0) + table.num_rows
+        self.total += table.num_rows
         if self.flush_each or self.rows[key] >= self.FLUSH_ROWS:
             yield self._flush(key)
-        elif sum(self.rows.values()) >= self.FLUSH_TOTAL:
+        while self.total >= self.FLUSH_TOTAL:
             yield self._flush(max(self.rows, key=self.rows.get))
+        while len(self.buffers) > self.MAX_PARTITIONS:
+            yield self._flush(next(iter(self.buffers)))
 
     def _flush(self, key: PartitionKey) -> tuple[tuple, str]:
         tables = self.buffers.pop(key)
-        self.rows.pop(key)
+        self.total -= self.rows.pop(key)
         directory = os.path.join(self.staging_dir, "parts", partition_dir(key))
-        os.makedirs(directory, exist_ok=True)
+        if directory not in self.made:
+            os.makedirs(directory, exist_ok=True)
+            self.made.add(directory)
         path = os.path.join(directory, f"{uuid.uuid4().hex}.arrow")
         write_staging(pa.concat_tables(tables), path)
         return tuple(key), path
@@ -338,7 +349,7 @@ class _QuarantineWriter(beam.DoFn):
     grow with the amount of bad input.
     """
 
-    FLUSH_ROWS = 50_000
+    FLUSH_ROWS = 20_000  # rows of quarantine buffered before a file is written
 
     def __init__(self, final_dir: str, file_prefix: str, flush_each: bool = False) -> None:
         self.directory = os.path.join(final_dir, "_quarantine")

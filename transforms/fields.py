@@ -30,7 +30,7 @@ _SCRUB_TRIGGER = re.compile(r"[@:=/\\]|bearer|basic|pass|pwd|token|secret|key|se
 _SCRUB_TRIGGER_LOWER = re.compile(r"[@:=/\\]|b(?:earer|asic)|p(?:ass|wd)|token|s(?:ecret|ession|id|ig)|key|auth|cookie")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _INT64 = (-(2**63), 2**63 - 1)
-MEMO_ENTRIES = 50_000  # per rule; a memo that grows past this is started afresh
+MEMO_ENTRIES = 20_000  # per rule; a memo that grows past this is started afresh
 
 
 class FieldTypeError(ValueError):

@@ -340,6 +340,8 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
     allowed_envelope = ctx.allowed_envelope
     ordinary = special.ordinary
     future_limit = ctx.future_limit
+    needs, expiry, region_cache = ctx.needed, ctx.expiry, ctx.region_cache
+    records_in = 0
 
     for line_no, raw in lines:
         if raw is None:  # the reader could not read the rest of the file
@@ -353,9 +355,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
         if not raw or raw.isspace():
             stats["blank_lines"] += 1
             continue
-        stats["input_records"] += 1
-        origin = (source_index << ORIGIN_LINE_BITS) | line_no
-        rec = None
+        records_in += 1
         try:
             if len(raw) > policy.max_line_bytes:
                 raise Rejected("line_too_long", f"{len(raw)} bytes > {policy.max_line_bytes}")
@@ -367,7 +367,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             plain = False  # every key allowed, so nothing is removed and nothing is special
             if checked is not None:
                 tpol, event_time = checked
-                consent = rec.get("consent")
+                consent = rec["consent"] if "consent" in rec else None
                 plain = (allowed_envelope.issuperset(rec) and tpol.allowed.issuperset(rec["data"])
                          and (consent is None or ordinary.issuperset(consent))
                          and raw.count(b"{") == (2 if consent is None else 3))  # no deeper object
@@ -393,7 +393,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             stats["dropped/child_data"] += 1
             continue
         consent = rec.get("consent") or {}
-        needed = ctx.needed[tpol.name]
+        needed = needs[tpol.name]
         missing = None
         for flag in needed:
             if consent.get(flag) is not True:
@@ -407,7 +407,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             stats["dropped/consent_withdrawn"] += 1
             continue
         area = "data"
-        if event_time < ctx.expiry[tpol.name]:
+        if event_time < expiry[tpol.name]:
             if tpol.on_expiry == "delete":
                 stats["dropped/expired"] += 1
                 continue
@@ -416,14 +416,16 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             area = "locked"
         if not plain:
             _removed_fields(rec, tpol, ctx, stats)
-        country, region, locations = ctx.region(rec.get("country"))
+        country, region, locations = region_cache.get(rec.get("country")) or ctx.region(rec.get("country"))
         day = event_time.date()
         date_text = dates.get(day) or dates.setdefault(day, day.isoformat())
-        accepted[(area, tpol.name, region, date_text)].append((rec, event_time, country, locations, origin))
+        accepted[(area, tpol.name, region, date_text)].append(
+            (rec, event_time, country, locations, (source_index << ORIGIN_LINE_BITS) | line_no))
         if area == "data":
             written[tpol.name] += 1
     for rtype, n in written.items():
         stats[f"output/{rtype}"] += n
+    stats["input_records"] += records_in
 
     by_type: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
     for key in accepted:

@@ -45,7 +45,7 @@ OPAQUE_SCHEMES = frozenset({
 _OPAQUE_PREFIX = "ms-"
 
 HOST_CACHE_LIMIT = 200_000
-URL_CACHE_LIMIT = 50_000
+URL_CACHE_LIMIT = 20_000
 MAX_CACHED_URL_CHARS = 1024  # longer inputs are rare; caching them would cost memory, not time
 MAX_SCHEME_CHARS = 32
 MAX_HOST_INPUT_CHARS = 4096  # before percent-decoding and IDNA; bounds the work on garbage
