@@ -9,17 +9,16 @@ policy:
       -> ParDo(sanitize one record)     # emits one dict row per record, tagged by type
       -> WriteToParquet per type        # dict rows, schema = policy.file_schema(type)
 
-"Sanitize one record" calls the pipeline's own `sanitize_lines(ctx, path, 0,
-[(1, line)])` for that single line, so every rule (parse, envelope checks,
-consent, children, retention, field transforms) is the identical code. The
-context is built once per worker in `DoFn.setup`.
+"Sanitize one record" calls `transforms.reference.sanitize_one`, the plain
+per-record version of the policy that the test suite holds equal to the
+pipeline's batch code (tests/test_fast_path.py), with the pipeline's own
+quarantine masking. It returns a dict row, which is what WriteToParquet takes.
+The context is built once per worker in `DoFn.setup`.
 
 Differences from the real pipeline, on purpose or by construction:
   * one Beam element per line (the pipeline moves batches of 5000 lines);
   * the line is parsed twice: once in the Map step (that is what the obvious
-    design does) and once more inside `sanitize_lines`, which takes raw bytes;
-  * `sanitize_lines` builds a one-row Arrow table per record, turned back
-    into a dict for `WriteToParquet`;
+    design does) and once more inside `sanitize_one`, which takes raw bytes;
   * no removal of producer retries (the pipeline removes them when a
     partition is finalised), so this writes `output + dropped.duplicate` rows;
   * no run report, no staging/publish step, no partitioning by region/date;
@@ -37,6 +36,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 
 import apache_beam as beam
 import orjson
@@ -49,7 +49,9 @@ if ROOT not in sys.path:
 
 from pipeline.run import load_key, parse_as_of  # noqa: E402
 from schemas.policy import load_policy  # noqa: E402
-from transforms.records import HIDDEN_COLUMNS, QUARANTINE_SCHEMA, SanitizeContext, sanitize_lines  # noqa: E402
+from transforms.quarantine import mask_line  # noqa: E402
+from transforms.records import HIDDEN_COLUMNS, QUARANTINE_SCHEMA, SanitizeContext  # noqa: E402
+from transforms.reference import QUARANTINED, ROW, sanitize_one  # noqa: E402
 
 QUARANTINE_TAG = "_quarantine"
 HIDDEN = [f.name for f in HIDDEN_COLUMNS]
@@ -76,16 +78,17 @@ class SanitizeOneRecord(beam.DoFn):
 
     def process(self, element):
         raw, _parsed = element
-        result = sanitize_lines(self.ctx, self.source, 0, [(1, raw)])
-        for key, table in result.outputs.items():
+        kind, value = sanitize_one(self.ctx, self.source, 0, 1, raw, Counter(), mask=mask_line)
+        if kind == ROW:
+            key, row = value
             if key.area != "data":
-                self.locked.inc(table.num_rows)
-                continue
-            for row in table.drop_columns(HIDDEN).to_pylist():
-                yield pvalue.TaggedOutput(key.record_type, row)
-        if result.quarantine is not None:
-            for row in result.quarantine.to_pylist():
-                yield pvalue.TaggedOutput(QUARANTINE_TAG, row)
+                self.locked.inc()
+                return
+            for name in HIDDEN:
+                del row[name]
+            yield pvalue.TaggedOutput(key.record_type, row)
+        elif kind == QUARANTINED:
+            yield pvalue.TaggedOutput(QUARANTINE_TAG, dict(zip(QUARANTINE_SCHEMA.names, value, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:

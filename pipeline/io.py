@@ -268,7 +268,7 @@ class _FinalizePartition(beam.DoFn):
     not depend on the runner or on how work was split.
     """
 
-    MAX_ROWS_PER_FILE = 250_000  # also bounds what a partition holds in memory while it is written
+    MAX_ROWS_PER_FILE = 100_000  # also bounds what a partition holds in memory while it is written
 
     def __init__(self, final_dir: str, file_prefix: str) -> None:
         self.final_dir = final_dir

@@ -116,3 +116,22 @@ def test_equal_numbers_of_different_types_keep_their_own_text(ctx):
     [table] = result.outputs.values()
     assert table.sort_by("_origin").column("threat_name").to_pylist() == ["1", "1.0", "1", "1"]
     assert_same(result, sanitize_lines_reference(ctx, "f", 0, list(enumerate(lines, 1))))
+
+
+def test_type_only_checks_accept_only_what_check_accepts():
+    """fast_validate tests some fields by type alone; `check` is the authority for each, so
+    every type the fast path lets through must pass `check` (anything else goes to validate())."""
+    from schemas.policy import FieldRule
+    from transforms.fields import FieldTypeError, check
+    from transforms.records import _SIMPLE_TYPES, _STRING_CHECKED
+
+    samples = [0, 7, -3, 2**63 - 1, 1.5, 2.0, -0.0, True, False, "x", "", "a" * 300, [], {}, [1], {"a": 1}]
+    transforms = {**_SIMPLE_TYPES, **dict.fromkeys(_STRING_CHECKED, frozenset({str}))}
+    for name, types in transforms.items():
+        rule = FieldRule("f", name, values=("x",) if name == "enum" else ())
+        for value in samples:
+            if type(value) in types:
+                try:
+                    check(rule, value)
+                except FieldTypeError as exc:
+                    raise AssertionError(f"{name} fast path accepts {value!r}, check does not: {exc}") from None

@@ -78,84 +78,94 @@ def _row(ctx: SanitizeContext, tpol, rec: dict, event_time, country, locations, 
     return row, failed
 
 
+ROW, QUARANTINED, DROPPED = "row", "quarantined", "dropped"
+
+
+def sanitize_one(ctx: SanitizeContext, source: str, source_index: int, line_no: int, raw: bytes | None,
+                 stats: Counter, withdrawals: dict[int, dict[str, int]] | None = None,
+                 mask: Callable[..., str] | None = None) -> tuple[str, Any]:
+    """One raw line -> (ROW, (PartitionKey, row dict)), (QUARANTINED, quarantine tuple in
+    QUARANTINE_SCHEMA order) or (DROPPED, None); counts go to `stats` as in `sanitize_lines`.
+    A blank line is (DROPPED, None) counted as blank. `mask` defaults to `mask_line_reference`."""
+    policy = ctx.policy
+    if raw is None:
+        stats["input_records"] += 1
+        stats["quarantined/unreadable_input"] += 1
+        return QUARANTINED, (source, line_no, "unreadable_input", "the rest of the file could not be read", "", 0, "")
+    if raw.startswith(BOM):
+        raw = raw[3:]
+    if not raw.strip():
+        stats["blank_lines"] += 1
+        return DROPPED, None
+    stats["input_records"] += 1
+    try:
+        if len(raw) > policy.max_line_bytes:
+            raise Rejected("line_too_long", f"{len(raw)} bytes > {policy.max_line_bytes}")
+        try:
+            rec = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise Rejected(_json_reason(exc, raw)) from None
+        for _path, key, category in ctx.special.find(rec):
+            stats["fields_removed/special_category"] += 1
+            stats[f"special_category/{category}/{ctx.reportable_name(key, special=True)}"] += 1
+        tpol, event_time = validate(rec, ctx)
+        if event_time > ctx.future_limit:
+            raise Rejected("future_timestamp", "ts: later than --as-of plus the tolerance")
+    except Exception as exc:  # noqa: BLE001
+        rej = exc if isinstance(exc, Rejected) else Rejected("internal_error", exc.__class__.__name__)
+        stats[f"quarantined/{rej.reason}"] += 1
+        excerpt = (mask or mask_line_reference)(raw[:2600].decode("utf-8", "replace"), ctx.known_keys,
+                                                ctx.special.category_of, policy.types)
+        return QUARANTINED, (source, line_no, rej.reason, rej.detail, excerpt, len(raw), ctx.line_digest(raw))
+    if rec.get("is_child") and not tpol.children_allowed:
+        stats["dropped/child_data"] += 1
+        return DROPPED, None
+    consent = rec.get("consent") or {}
+    needed = ctx.needed[tpol.name]
+    missing = [f for f in needed if consent.get(f) is not True]
+    if missing:
+        stats[f"dropped/consent_missing:{missing[0]}"] += 1
+        return DROPPED, None
+    if withdrawals and withdrawn_basis(withdrawals.get(ctx.device_hash(rec["device_id"])), needed,
+                                       micros(event_time)):
+        stats["dropped/consent_withdrawn"] += 1
+        return DROPPED, None
+    area = "data"
+    if event_time < ctx.expiry[tpol.name]:
+        if tpol.on_expiry == "delete":
+            stats["dropped/expired"] += 1
+            return DROPPED, None
+        area = "locked"
+    _count_removed(rec, tpol, ctx, stats)
+    country, region, locations = ctx.region(rec.get("country"))
+    row, failed = _row(ctx, tpol, rec, event_time, country, list(locations),
+                       (source_index << ORIGIN_LINE_BITS) | line_no)
+    if failed:
+        stats["quarantined/transform_error"] += 1
+        return QUARANTINED, (source, line_no, "transform_error", f"{tpol.name}.{failed}", "", 0, "")
+    if area == "locked":
+        stats["dropped/expired_locked"] += 1
+        stats[f"locked/{tpol.name}"] += 1
+    else:
+        stats[f"output/{tpol.name}"] += 1
+    return ROW, (PartitionKey(area, tpol.name, region, event_time.date().isoformat()), row)
+
+
 def sanitize_lines_reference(ctx: SanitizeContext, source: str, source_index: int,
                              lines: list[tuple[int, bytes | None]],
                              withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
-    """Same contract as `sanitize_lines`; quarantine rows come in line order."""
+    """Same contract as `sanitize_lines`, one `sanitize_one` per line; quarantine rows in line order."""
     result = BatchResult()
-    stats = result.stats
     quarantine: list[tuple] = []
     parts: dict[PartitionKey, list[dict]] = defaultdict(list)
-    policy = ctx.policy
     for line_no, raw in lines:
-        if raw is None:
-            stats["input_records"] += 1
-            stats["quarantined/unreadable_input"] += 1
-            quarantine.append((source, line_no, "unreadable_input", "the rest of the file could not be read",
-                               "", 0, ""))
-            continue
-        if raw.startswith(BOM):
-            raw = raw[3:]
-        if not raw.strip():
-            stats["blank_lines"] += 1
-            continue
-        stats["input_records"] += 1
-        try:
-            if len(raw) > policy.max_line_bytes:
-                raise Rejected("line_too_long", f"{len(raw)} bytes > {policy.max_line_bytes}")
-            try:
-                rec = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise Rejected(_json_reason(exc, raw)) from None
-            for _path, key, category in ctx.special.find(rec):
-                stats["fields_removed/special_category"] += 1
-                stats[f"special_category/{category}/{ctx.reportable_name(key, special=True)}"] += 1
-            tpol, event_time = validate(rec, ctx)
-            if event_time > ctx.future_limit:
-                raise Rejected("future_timestamp", "ts: later than --as-of plus the tolerance")
-        except Exception as exc:  # noqa: BLE001
-            rej = exc if isinstance(exc, Rejected) else Rejected("internal_error", exc.__class__.__name__)
-            quarantine.append((source, line_no, rej.reason, rej.detail,
-                               mask_line_reference(raw[:2600].decode("utf-8", "replace"), ctx.known_keys,
-                                         ctx.special.category_of, policy.types),
-                               len(raw), ctx.line_digest(raw)))
-            stats[f"quarantined/{rej.reason}"] += 1
-            continue
-        if rec.get("is_child") and not tpol.children_allowed:
-            stats["dropped/child_data"] += 1
-            continue
-        consent = rec.get("consent") or {}
-        needed = ctx.needed[tpol.name]
-        missing = [f for f in needed if consent.get(f) is not True]
-        if missing:
-            stats[f"dropped/consent_missing:{missing[0]}"] += 1
-            continue
-        if withdrawals and withdrawn_basis(withdrawals.get(ctx.device_hash(rec["device_id"])), needed,
-                                           micros(event_time)):
-            stats["dropped/consent_withdrawn"] += 1
-            continue
-        area = "data"
-        if event_time < ctx.expiry[tpol.name]:
-            if tpol.on_expiry == "delete":
-                stats["dropped/expired"] += 1
-                continue
-            area = "locked"
-        _count_removed(rec, tpol, ctx, stats)
-        country, region, locations = ctx.region(rec.get("country"))
-        row, failed = _row(ctx, tpol, rec, event_time, country, list(locations),
-                           (source_index << ORIGIN_LINE_BITS) | line_no)
-        if failed:
-            stats["quarantined/transform_error"] += 1
-            quarantine.append((source, line_no, "transform_error", f"{tpol.name}.{failed}", "", 0, ""))
-            continue
-        if area == "locked":
-            stats["dropped/expired_locked"] += 1
-            stats[f"locked/{tpol.name}"] += 1
-        else:
-            stats[f"output/{tpol.name}"] += 1
-        parts[PartitionKey(area, tpol.name, region, event_time.date().isoformat())].append(row)
+        kind, value = sanitize_one(ctx, source, source_index, line_no, raw, result.stats, withdrawals)
+        if kind == ROW:
+            parts[value[0]].append(value[1])
+        elif kind == QUARANTINED:
+            quarantine.append(value)
     for key, rows in parts.items():
-        schema = policy.file_schema(key.record_type)
+        schema = ctx.policy.file_schema(key.record_type)
         full = pa.schema(list(schema) + HIDDEN_COLUMNS, metadata=schema.metadata)
         result.outputs[key] = pa.Table.from_pylist(rows, schema=full)
     if quarantine:
