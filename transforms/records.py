@@ -166,6 +166,23 @@ def _json_reason(exc: orjson.JSONDecodeError, raw: bytes) -> str:
     return "invalid_json"
 
 
+def parse_line(raw: bytes, max_bytes: int) -> Any:
+    """The JSON value of one line; Rejected with the reason when it is too long or not JSON."""
+    if len(raw) > max_bytes:
+        raise Rejected("line_too_long", f"{len(raw)} bytes > {max_bytes}")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected(_json_reason(exc, raw)) from None
+
+
+def count_special(ctx: SanitizeContext, rec: Any, stats: Counter) -> None:
+    """Count every special-category key in `rec`, at any depth (they are never written)."""
+    for _path, key, category in ctx.special.find(rec):
+        stats["fields_removed/special_category"] += 1
+        stats[f"special_category/{category}/{ctx.reportable_name(key, special=True)}"] += 1
+
+
 def _require_str(rec: dict, name: str, optional: bool = False) -> str | None:
     value = rec.get(name)
     if value is None:
@@ -357,12 +374,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             continue
         records_in += 1
         try:
-            if len(raw) > policy.max_line_bytes:
-                raise Rejected("line_too_long", f"{len(raw)} bytes > {policy.max_line_bytes}")
-            try:
-                rec = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise Rejected(_json_reason(exc, raw)) from None
+            rec = parse_line(raw, policy.max_line_bytes)
             checked = fast_validate(rec, ctx)
             plain = False  # every key allowed, so nothing is removed and nothing is special
             if checked is not None:
@@ -373,9 +385,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
                          and raw.count(b"{") == (2 if consent is None else 3))  # no deeper object
             if not plain:
                 if special.may_contain(rec, raw):
-                    for _path, key, category in special.find(rec):
-                        stats["fields_removed/special_category"] += 1
-                        stats[f"special_category/{category}/{ctx.reportable_name(key, special=True)}"] += 1
+                    count_special(ctx, rec, stats)
                 if checked is None:
                     tpol, event_time = validate(rec, ctx)
             if event_time > future_limit:

@@ -18,7 +18,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Collection
 from typing import Any
 
-import orjson
 import pyarrow as pa
 
 from transforms.quarantine import _TOKEN, _clear_value
@@ -32,7 +31,8 @@ from transforms.records import (
     PartitionKey,
     Rejected,
     SanitizeContext,
-    _json_reason,
+    count_special,
+    parse_line,
     validate,
 )
 from transforms.withdrawals import micros, withdrawn_basis
@@ -99,15 +99,8 @@ def sanitize_one(ctx: SanitizeContext, source: str, source_index: int, line_no: 
         return DROPPED, None
     stats["input_records"] += 1
     try:
-        if len(raw) > policy.max_line_bytes:
-            raise Rejected("line_too_long", f"{len(raw)} bytes > {policy.max_line_bytes}")
-        try:
-            rec = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise Rejected(_json_reason(exc, raw)) from None
-        for _path, key, category in ctx.special.find(rec):
-            stats["fields_removed/special_category"] += 1
-            stats[f"special_category/{category}/{ctx.reportable_name(key, special=True)}"] += 1
+        rec = parse_line(raw, policy.max_line_bytes)
+        count_special(ctx, rec, stats)  # always the full walk
         tpol, event_time = validate(rec, ctx)
         if event_time > ctx.future_limit:
             raise Rejected("future_timestamp", "ts: later than --as-of plus the tolerance")
