@@ -95,7 +95,7 @@ class SpecialCategoryMatcher:
                 continue
             if self.category_of(key):
                 return False
-            if len(ordinary) < 100_000:
+            if len(ordinary) < 100_000 and len(key) <= 128:  # input chooses these names: bound them
                 ordinary.add(key)
         return True
 
