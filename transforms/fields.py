@@ -137,6 +137,22 @@ class FieldEngine:
             return lambda v: (v.lower() if _SHA256.fullmatch(v) else None,)
         raise ValueError(f"no implementation for transform {t!r}")
 
+    @staticmethod
+    def _each(fn: Callable[[Any], tuple], name: str, values: Sequence[Any], failed: dict[int, str]) -> list[Any]:
+        """The single output column of `fn` over `values`, each computed on its own."""
+        out: list[Any] = []
+        append = out.append
+        for i, v in enumerate(values):
+            if v is None:
+                append(None)
+                continue
+            try:
+                append(fn(v)[0])
+            except Exception as exc:  # noqa: BLE001 - a rule bug must cost one record, not the run
+                failed.setdefault(i, f"{name}: {exc.__class__.__name__}")
+                append(None)
+        return out
+
     def columns(self, rule: FieldRule, values: Sequence[Any], failed: dict[int, str]) -> list[list[Any]]:
         """Output columns (one list each) for a column of already-checked input values.
 
@@ -156,7 +172,9 @@ class FieldEngine:
         width = len(rule.output_columns())
         nulls = (None,) * width
         key = id(rule)
-        if key in self._unique:  # values that never repeat (event ids): remembered for this call only
+        if key in self._unique and width == 1:  # values that never repeat (event ids): no memo
+            return [self._each(fn, rule.name, values, failed)]
+        if key in self._unique:
             memo, failures = {}, {}
         else:
             memo = self._memos.get(key)
@@ -167,7 +185,7 @@ class FieldEngine:
         keys = values
         present = set(values)
         present.discard(None)
-        if not all(type(v) is str for v in present):  # 1 and 1.0 are equal keys but different text
+        if not _STR_ONLY.issuperset(map(type, present)):  # 1 and 1.0 are equal keys but different text
             keys = [None if v is None else (type(v), v) for v in values]
             present = set(keys)
             present.discard(None)
@@ -192,6 +210,9 @@ class FieldEngine:
             return [[None if v is None else get(v)[0] for v in keys]]
         rows = [nulls if v is None else get(v) for v in keys]
         return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+_STR_ONLY = frozenset({str})
 
 
 def _on_value(fn: Callable[[Any], tuple]) -> Callable[[tuple[type, Any]], tuple]:

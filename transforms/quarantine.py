@@ -53,13 +53,14 @@ _OPEN, _CLOSE, _PUNCT = frozenset("{["), frozenset("}]"), frozenset(":,")
 
 
 def mask_line(text: str, known_keys: Collection[str], is_special: Callable[[str], str | None],
-              record_types: Collection[str] = ()) -> str:
+              record_types: Collection[str] = (), key_cache: dict[str, str] | None = None) -> str:
     """Replace every value of a (possibly broken) JSON line by a marker; keep keys we know.
 
     Output: known keys as they are, a special-category key as "<special>", any other
     key as "<key:length>"; strings "<str:length>", numbers <num>, anything else
     <raw:length>; true/false/null and punctuation kept; at most about
-    MAX_EXCERPT_CHARS, then "...".
+    MAX_EXCERPT_CHARS, then "...". `key_cache`, when given, remembers what each key
+    becomes (the same known_keys and is_special must come with it every time).
     """
     out: list[str] = []
     append = out.append
@@ -76,12 +77,17 @@ def mask_line(text: str, known_keys: Collection[str], is_special: Callable[[str]
         if first == '"':
             body = tok[1:-1] if len(tok) > 1 and tok[-1] == '"' else tok[1:]
             if i < n and tokens[i] == ":":  # a key
-                if is_special(body):
-                    append('"<special>"')
-                elif body in known_keys:
-                    append(tok)
-                else:
-                    append(f'"<key:{len(body)}>"')
+                shown = key_cache.get(tok) if key_cache is not None else None
+                if shown is None:
+                    if is_special(body):
+                        shown = '"<special>"'
+                    elif body in known_keys:
+                        shown = tok
+                    else:
+                        shown = f'"<key:{len(body)}>"'
+                    if key_cache is not None and len(key_cache) < 10_000 and len(tok) <= 128:
+                        key_cache[tok] = shown
+                append(shown)
                 if depth == 1:
                     append(":")
                     i += 1  # the colon is written here; the value that follows belongs to this key

@@ -110,6 +110,7 @@ class SanitizeContext:
         self.future_limit = self.as_of + timedelta(seconds=self.policy.future_tolerance_seconds)
         self.expiry = {t: self.as_of - timedelta(days=p.retention_days) for t, p in self.policy.types.items()}
         self.region_cache: dict[Any, tuple[str | None, str, list[str]]] = {}
+        self.masked_keys: dict[str, str] = {}  # quarantine excerpts: key token -> what is shown
         self._keyed_hash = hashlib.blake2b(digest_size=8, key=self.key[:64])
         self.fast_plans = {t: _fast_plan(p) for t, p in self.policy.types.items()}
 
@@ -394,7 +395,8 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
             rej = exc if isinstance(exc, Rejected) else Rejected("internal_error", exc.__class__.__name__)
             excerpt_src = raw[:2600].decode("utf-8", "replace")
             quarantine.append((source, line_no, rej.reason, rej.detail,
-                               mask_line(excerpt_src, ctx.known_keys, ctx.special.category_of, policy.types),
+                               mask_line(excerpt_src, ctx.known_keys, ctx.special.category_of, policy.types,
+                                         ctx.masked_keys),
                                len(raw), ctx.line_digest(raw)))
             stats[f"quarantined/{rej.reason}"] += 1
             continue
