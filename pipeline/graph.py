@@ -5,9 +5,12 @@ Beam code only wires; every rule lives in `transforms/` as plain functions.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import apache_beam as beam
 
@@ -18,6 +21,25 @@ from transforms.withdrawals import load_withdrawals
 RECORDS = "records"
 QUARANTINE = "quarantine"
 STATS = "stats"
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Run a block with Python's cyclic garbage collector off, restoring its state after.
+
+    Sanitizing a batch allocates a few container objects per field of every record
+    (parsed JSON, rows), all freed by reference counting when the batch is done; the
+    collector would scan them again and again while they are alive, which measured
+    about a quarter of the sanitizing time. Cycles made meanwhile are collected as
+    soon as the collector is back on, so memory stays bounded by one batch.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class _SanitizeBatch(beam.DoFn):
@@ -32,7 +54,8 @@ class _SanitizeBatch(beam.DoFn):
 
     def process(self, element, withdrawals=None):
         source, index, lines = element
-        result = sanitize_lines(self.ctx, source, index, lines, withdrawals)
+        with gc_paused():
+            result = sanitize_lines(self.ctx, source, index, lines, withdrawals)
         yield STATS, result.stats
         if result.quarantine is not None:
             yield QUARANTINE, result.quarantine

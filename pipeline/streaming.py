@@ -33,7 +33,7 @@ from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms import trigger, window
 
-from pipeline.graph import QUARANTINE, STATS, SumCounters
+from pipeline.graph import QUARANTINE, STATS, SumCounters, gc_paused
 from pipeline.io import COMPRESSION, partition_dir
 from transforms.records import (
     QUARANTINE_SCHEMA,
@@ -80,7 +80,8 @@ class _SanitizeWindowBatch(beam.DoFn):
         shard, lines = element
         source = f"stream:{_window_tag(w)}:{shard}"
         numbered = list(enumerate(sorted(lines), 1))  # sorted: the order does not depend on arrival
-        result = sanitize_lines(self.ctx, source, shard, numbered)
+        with gc_paused():
+            result = sanitize_lines(self.ctx, source, shard, numbered)
         yield pvalue.TaggedOutput(STATS, result.stats)
         if result.quarantine is not None:
             yield pvalue.TaggedOutput(QUARANTINE, ("q", result.quarantine))
