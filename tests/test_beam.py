@@ -83,3 +83,27 @@ def test_chunked_reading_keeps_exact_line_numbers(tmp_path):
         numbered = (p | ReadTelemetry([str(path)], batch_lines=7, chunk_bytes=4096)
                     | beam.FlatMap(lambda b: [(n, raw) for n, raw in b[2]]))
         assert_that(numbered, equal_to(list(enumerate(lines, 1))))
+
+
+def test_gc_paused_restores_the_collector_state_even_after_an_error():
+    import gc
+
+    import pytest
+
+    from pipeline.graph import gc_paused
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        with pytest.raises(RuntimeError), gc_paused():
+            raise RuntimeError("boom")
+        assert gc.isenabled()
+        gc.disable()  # a caller that had it off keeps it off
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
