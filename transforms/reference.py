@@ -5,11 +5,14 @@ back to the full validation, memos shared across batches, whole columns at
 once). This module does the same job with none of that: every line is parsed,
 walked for special-category keys in full, validated, gated, and every kept
 value goes through its rule's transform on its own. Both use the same rule
-functions (`validate`, `check`, the transforms, `mask_line`), so a difference
-between them can only come from the fast path's shortcuts; the test suite runs
-both on the dirty sample and requires identical tables, quarantine and counts.
+functions (`validate`, `check`, the transforms), so a difference between them
+can only come from the fast path's shortcuts; quarantine excerpts come from the
+first, token-by-token version of the masking (`mask_line_reference`), which
+checks the faster `mask_line` too. The test suite runs both paths on the dirty
+sample and requires identical tables, quarantine and counts.
 
-Not used by the pipeline; it is slow on purpose.
+Not used by the pipeline. The benchmark's per-element peer calls `sanitize_one`:
+it is the obvious way to write the policy, one record at a time.
 """
 
 from __future__ import annotations
