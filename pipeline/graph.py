@@ -15,7 +15,8 @@ from contextlib import contextmanager
 import apache_beam as beam
 
 from pipeline.io import ReadTelemetry, WriteMinimizedParquet, WriteQuarantine
-from transforms.records import SanitizeContext, sanitize_lines
+from transforms.columnar import sanitize_columnar
+from transforms.records import SanitizeContext
 from transforms.withdrawals import load_withdrawals
 
 RECORDS = "records"
@@ -55,7 +56,7 @@ class _SanitizeBatch(beam.DoFn):
     def process(self, element, withdrawals=None):
         source, index, lines = element
         with gc_paused():
-            result = sanitize_lines(self.ctx, source, index, lines, withdrawals)
+            result = sanitize_columnar(self.ctx, source, index, lines, withdrawals)
         yield STATS, result.stats
         if result.quarantine is not None:
             yield QUARANTINE, result.quarantine
@@ -136,7 +137,7 @@ def _write_stats(stats: Counter, path: str) -> None:
 
 
 def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: SanitizeContext,
-                   batch_lines: int = 5000, file_prefix: str = "run", withdrawals_path: str | None = None,
+                   batch_lines: int = 25000, file_prefix: str = "run", withdrawals_path: str | None = None,
                    flush_each: bool = False) -> None:
     """Attach the sanitizing graph to `p`; results land in `staging_dir`. `flush_each`: see io._StageWriter."""
     batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes)

@@ -153,14 +153,17 @@ class FieldEngine:
                 append(None)
         return out
 
-    def columns(self, rule: FieldRule, values: Sequence[Any], failed: dict[int, str]) -> list[list[Any]]:
+    def columns(self, rule: FieldRule, values: Sequence[Any], failed: dict[int, str],
+                distinct: bool = False) -> list[list[Any]]:
         """Output columns (one list each) for a column of already-checked input values.
 
         A value whose transform raises is never passed through: its row index is
         added to `failed` (with the field name, never the value) and its outputs are null.
         Results for string values are kept across batches (hosts, devices, command
         lines repeat), up to MEMO_ENTRIES per rule; other values are computed each time
-        (1 and 1.0 are equal keys but different text).
+        (1 and 1.0 are equal keys but different text). `distinct`: the values are already
+        the distinct values of a column (the columnar path), so "all new" says nothing about
+        whether they repeat across batches and the memo stays on.
         """
         t = rule.transform
         if t == "bool":  # checked: True, False or None, written as they are
@@ -198,7 +201,7 @@ class FieldEngine:
             except Exception as exc:  # noqa: BLE001 - a rule bug must cost one record, not the run
                 memo[v] = nulls
                 failures[v] = f"{rule.name}: {exc.__class__.__name__}"
-        if memo is self._memos.get(key) and len(values) >= 1000 and len(new) > 0.98 * len(values):
+        if not distinct and memo is self._memos.get(key) and len(values) >= 1000 and len(new) > 0.98 * len(values):
             self._unique.add(key)
             del self._memos[key], self._failures[key]
         if failures and not present.isdisjoint(failures):

@@ -137,6 +137,12 @@ class SanitizeContext:
         h.update(f"{device_id}\x00{event_id}".encode("utf-8", "surrogatepass"))
         return int.from_bytes(h.digest(), "big", signed=True)
 
+    def joined_key(self, joined: bytes) -> int:
+        """`dedupe_key` of b"device\\x00event" already joined and encoded (the columnar path)."""
+        h = self._keyed_hash.copy()
+        h.update(joined)
+        return int.from_bytes(h.digest(), "big", signed=True)
+
     def device_hash(self, device_id: str) -> int:
         """64-bit keyed hash of a raw device id: how withdrawals are matched without holding ids."""
         return self.dedupe_key(device_id, "")

@@ -1,0 +1,465 @@
+"""Columnar fast path: the same policy as `records.sanitize_lines`, a record type at a time.
+
+Lines that are plainly well-formed (one compact JSON object with only allowed keys,
+no nulls, no nested objects beyond `consent` and `data`) are parsed by Arrow's JSON
+reader with a narrow, typed schema per record type, checked, gated and transformed
+with vectorised kernels; transforms run once per distinct value. Any line this path
+has the slightest doubt about (a parse error, a type the schema does not take, an
+unknown or special-category key, an odd timestamp, a failing transform) is handed
+to `sanitize_lines`, which names the reason. So the output is exactly what
+`sanitize_lines` gives for the whole batch: tests compare the two on dirty data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from schemas.policy import CONSENT_FLAGS, TIMESTAMP, FieldRule, TypePolicy
+from transforms.fields import _SCRUB_TRIGGER_LOWER, parse_rfc3339
+from transforms.records import (
+    HIDDEN_COLUMNS,
+    ORIGIN_LINE_BITS,
+    BatchResult,
+    PartitionKey,
+    SanitizeContext,
+    sanitize_lines,
+)
+
+MIN_LINES = 64  # smaller batches are not worth Arrow's per-call cost: they go to sanitize_lines whole
+_TYPE_TAG = b'"type":"'
+_ALNUM = "[0-9A-Za-z]"  # a value holding one of these is surely not blank (str.strip knows more spaces)
+# RFC 3339 as both Python's fromisoformat and Arrow's cast read it the same way; any other
+# spelling (lower-case t/z, a space, 7-9 fraction digits, far years) is left to sanitize_lines.
+_TS = (r"^(19|20|21)\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+       r"(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$")
+# Integers are read as doubles: Arrow's int64 reader fails a whole block on "5.0", which the
+# contract takes as 5; rows whose value is not an integer below 2**53 go to the plain path.
+_PARSED_TYPES = {"int": pa.float64(), "float": pa.float64(), "bool": pa.bool_(), "coarse_coordinate": pa.float64()}
+_EXACT = float(2**53)
+_CONSENT = pa.struct([pa.field(flag, pa.bool_()) for flag in CONSENT_FLAGS])
+
+
+@dataclass(frozen=True)
+class _TypePlan:
+    """How one record type is read: the Arrow schema and what must be checked after."""
+
+    tpol: TypePolicy
+    options: pj.ParseOptions
+    data_fields: tuple[str, ...]
+    floats: tuple[str, ...]  # parsed as doubles: must be finite (Arrow reads NaN, orjson does not)
+    ints: tuple[str, ...]
+    coordinates: tuple[str, ...]
+    timestamps: tuple[str, ...]
+
+
+def _plan(ctx: SanitizeContext, tpol: TypePolicy) -> _TypePlan:
+    envelope = [pa.field(rule.name, pa.string()) for rule in ctx.policy.envelope]
+    data = pa.struct([pa.field(r.name, _PARSED_TYPES.get(r.transform, pa.string())) for r in tpol.fields])
+    schema = pa.schema(envelope + [
+        pa.field("schema_version", pa.float64()),  # written as 1, nothing else (see _screen)
+        pa.field("type", pa.string()), pa.field("ts", pa.string()),
+        pa.field("country", pa.string()), pa.field("is_child", pa.bool_()), pa.field("consent", _CONSENT),
+        pa.field("data", data),
+    ])
+    # Every key of an accepted line must be in this schema; "ignore" plus the key count
+    # check below finds the others without making Arrow fail a whole block for them.
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    return _TypePlan(
+        tpol=tpol, options=options, data_fields=tuple(r.name for r in tpol.fields),
+        floats=tuple(r.name for r in tpol.fields if r.transform in ("float", "coarse_coordinate")),
+        ints=tuple(r.name for r in tpol.fields if r.transform == "int"),
+        coordinates=tuple(r.name for r in tpol.fields if r.transform == "coarse_coordinate"),
+        timestamps=tuple(r.name for r in tpol.fields if r.transform == "timestamp"),
+    )
+
+
+def _screen(plans: dict[bytes, _TypePlan]) -> str:
+    """One RE2 pattern that finds, in a single pass over a line, what would make Arrow fail
+    a whole block or read a line differently from the contract: a known key followed by a
+    value of another JSON kind, `null` (Arrow reads it as absent), a key followed by
+    white space (the key count in `_checked` counts '":'), a schema_version other than 1,
+    two documents on one line (Arrow would read both)."""
+    kinds: dict[str, set[str]] = {}
+    for plan in plans.values():
+        for f in [*plan.options.explicit_schema, *plan.options.explicit_schema.field("data").type]:
+            kind = ("object" if pa.types.is_struct(f.type) else "string" if pa.types.is_string(f.type)
+                    else "number" if pa.types.is_floating(f.type) else "bool")
+            kinds.setdefault(f.name, set()).add(kind)
+    for flag in CONSENT_FLAGS:
+        kinds.setdefault(flag, set()).add("bool")
+    first = {"string": '[^"]', "number": "[^-0-9]", "bool": "[^tf]", "object": "[^{]"}
+    by_kind: dict[str, list[str]] = {}
+    for name, found in sorted(kinds.items()):
+        if len(found) == 1 and name != "schema_version":  # a name of two kinds: Arrow itself will say
+            by_kind.setdefault(found.pop(), []).append(re.escape(name))
+    guards = [f'"(?:{"|".join(names)})":{first[kind]}' for kind, names in by_kind.items()]
+    return "|".join(['null', '"[ \t\r]', '"schema_version":(?:[^1]|1[^,}])', '}[ \t\r]*{', *guards])
+
+
+def _plans(ctx: SanitizeContext) -> tuple[dict[bytes, _TypePlan], str]:
+    cached = ctx.__dict__.get("_columnar_plans")
+    if cached is None:
+        plans = {name.encode(): _plan(ctx, tpol) for name, tpol in ctx.policy.types.items()}
+        cached = ctx.__dict__["_columnar_plans"] = (plans, _screen(plans))
+    return cached
+
+
+def sanitize_columnar(ctx: SanitizeContext, source: str, source_index: int,
+                      lines: list[tuple[int, bytes | None]],
+                      withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
+    """`sanitize_lines`, with the plainly well-formed lines done a record type at a time."""
+    if withdrawals or len(lines) < MIN_LINES:  # withdrawals are rare: those runs take the plain path
+        return sanitize_lines(ctx, source, source_index, lines, withdrawals)
+    plans, screen = _plans(ctx)
+    max_bytes = ctx.policy.max_line_bytes
+    slow: list[tuple[int, bytes | None]] = []
+    candidates: list[tuple[int, bytes]] = []
+    for item in lines:
+        raw = item[1]
+        if (raw is None or raw[:2] != b'{"' or len(raw) > max_bytes
+                or not (raw[-1] == 125 or raw.endswith(b"}\r"))  # 125: "}"
+                or not (raw.isascii() or _utf8(raw))):  # Arrow does not check UTF-8 in strings
+            slow.append(item)
+        else:
+            candidates.append(item)
+    flagged = pc.match_substring_regex(pa.array([raw for _, raw in candidates], pa.binary()), screen)
+    groups: dict[bytes, tuple[list[int], list[bytes], list[int]]] = {}
+    for item, suspect in zip(candidates, flagged.to_pylist(), strict=True):
+        raw = item[1]
+        at = raw.find(_TYPE_TAG)
+        group = None if suspect or at < 0 else groups.get(raw[at + 8:raw.find(b'"', at + 8)])
+        if group is None:
+            name = raw[at + 8:raw.find(b'"', at + 8)]
+            if suspect or at < 0 or name not in plans:
+                slow.append(item)
+                continue
+            group = groups[name] = ([], [], [])
+        group[0].append(item[0])
+        group[1].append(raw)
+        group[2].append(raw.count(b'":'))  # each key of a compact line is one '":' (see _checked)
+
+    result = BatchResult()
+    stats = result.stats
+    fast_records = 0
+    for name, (numbers, raws, said) in groups.items():
+        done, rerouted = _sanitize_type(ctx, plans[name], source_index, numbers, raws, said, result)
+        fast_records += done
+        slow.extend(zip((numbers[i] for i in rerouted), (raws[i] for i in rerouted), strict=True))
+    stats["input_records"] += fast_records
+    if slow:
+        slow.sort(key=lambda item: item[0])
+        _merge(result, sanitize_lines(ctx, source, source_index, slow))
+    return result
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _merge(result: BatchResult, other: BatchResult) -> None:
+    result.stats.update(other.stats)
+    result.quarantine = other.quarantine
+    for key, table in other.outputs.items():
+        mine = result.outputs.get(key)
+        result.outputs[key] = table if mine is None else pa.concat_tables([mine, table]).sort_by("_origin")
+
+
+def _read(options: pj.ParseOptions, raws: list[bytes]) -> tuple[list[tuple[int, pa.Table]], list[int]]:
+    """Parse `raws` with Arrow: ([(first index, table)] in order, indexes of lines it could not take).
+    A failing range is split in halves until the bad lines are isolated; the good ones are kept.
+    (The row an Arrow error names is not the line's index, so it is not used.)"""
+    tables: list[tuple[int, pa.Table]] = []
+    bad: list[int] = []
+    buffer = pa.py_buffer(b"\n".join(raws))  # one copy; ranges are zero-copy slices of it
+    offsets = [0]
+    for raw in raws:
+        offsets.append(offsets[-1] + len(raw) + 1)
+    todo = [(0, len(raws))]
+    while todo:
+        lo, hi = todo.pop()
+        if lo >= hi:
+            continue
+        size = offsets[hi] - offsets[lo] - 1
+        try:
+            table = pj.read_json(pa.BufferReader(buffer.slice(offsets[lo], size)), parse_options=options,
+                                 read_options=pj.ReadOptions(use_threads=False, block_size=size + 64))
+            if table.num_rows == hi - lo:
+                tables.append((lo, table))
+                continue
+            # more rows than lines: some line held two documents
+        except Exception:  # noqa: BLE001, S110 - a failure only sends lines to the plain path
+            pass
+        if hi - lo == 1:
+            bad.append(lo)
+        else:
+            mid = (lo + hi) // 2
+            todo += [(mid, hi), (lo, mid)]
+    tables.sort(key=lambda item: item[0])
+    return tables, bad
+
+
+def _field(col: Any, name: str) -> pa.Array:
+    return pc.struct_field(col, name)
+
+
+def _all(masks: list[pa.Array]) -> pa.Array:
+    ok = masks[0]
+    for mask in masks[1:]:
+        ok = pc.and_kleene(ok, mask)
+    return pc.fill_null(ok, False)
+
+
+_MONTH_DAYS = pa.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], pa.int32())
+_LEAP_YEARS = pa.array([y for y in range(1900, 2200) if y % 4 == 0 and (y % 100 or y % 400 == 0)], pa.int32())
+
+
+def _real_dates(values: pa.Array) -> pa.Array:
+    """Values (matching `_TS`) whose day exists in their month: 31 April fails Arrow's cast
+    for the whole column, so it is found first."""
+    part = {name: pc.cast(pc.utf8_slice_codeunits(values, a, b), pa.int32())
+            for name, a, b in (("year", 0, 4), ("month", 5, 7), ("day", 8, 10))}
+    short_february = pc.and_(pc.equal(part["month"], 2), pc.invert(pc.is_in(part["year"], value_set=_LEAP_YEARS)))
+    limit = pc.subtract(pc.take(_MONTH_DAYS, part["month"]), pc.cast(short_february, pa.int32()))
+    return pc.less_equal(part["day"], limit)
+
+
+def _timestamps(values: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(UTC timestamps, mask of values that parsed); values already match `_TS`."""
+    real = pc.fill_null(_real_dates(values), False)
+    values = pc.if_else(real, values, pa.scalar(None, pa.string()))
+    try:
+        return pc.cast(values, TIMESTAMP), real
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. 30 February: value by value
+        parsed, ok = [], []
+        for value in values.to_pylist():
+            try:
+                parsed.append(None if value is None else parse_rfc3339(value))
+                ok.append(value is not None)
+            except ValueError:
+                parsed.append(None)
+                ok.append(False)
+        return pa.array(parsed, TIMESTAMP), pa.array(ok, pa.bool_())
+
+
+def _checked(plan: _TypePlan, table: pa.Table, said: pa.Array) -> pa.Array:
+    """Rows that `fast_validate` would accept and whose keys are all allowed (nothing
+    removed, nothing special): the only rows this path sanitizes itself."""
+    consent, data = table.column("consent"), table.column("data")
+    present = [pc.cast(pc.is_valid(table.column(i)), pa.int32()) for i in range(table.num_columns)]
+    present += [pc.cast(pc.is_valid(_field(consent, flag)), pa.int32()) for flag in CONSENT_FLAGS]
+    present += [pc.cast(pc.is_valid(_field(data, name)), pa.int32()) for name in plan.data_fields]
+    keys = present[0]
+    for p in present[1:]:
+        keys = pc.add(keys, p)
+    # `said`: the '":' in the line. Every key is one; one inside a value only makes them differ.
+    event_id, device_id, ts = table.column("event_id"), table.column("device_id"), table.column("ts")
+    masks = [
+        pc.equal(keys, said),
+        pc.equal(table.column("schema_version"), 1),
+        pc.equal(table.column("type"), plan.tpol.name),
+        pc.match_substring_regex(event_id, _ALNUM), pc.less_equal(pc.utf8_length(event_id), 256),
+        pc.match_substring_regex(device_id, _ALNUM),
+        pc.match_substring_regex(ts, _TS),
+        pc.is_valid(data),
+    ]
+    for name in plan.floats:  # NaN, infinities and -0 (orjson reads "-0" as the integer 0)
+        col = _field(data, name)
+        masks.append(pc.or_kleene(pc.is_null(col), pc.and_(pc.is_finite(col), pc.not_equal(col, 0.0))))
+    for name in plan.ints:
+        col = _field(data, name)
+        masks.append(pc.or_kleene(pc.is_null(col), pc.and_(pc.less(pc.abs(col), _EXACT),
+                                                            pc.equal(pc.floor(col), col))))
+    for name in plan.coordinates:
+        col = _field(data, name)
+        masks.append(pc.or_kleene(pc.is_null(col), pc.and_(pc.greater_equal(col, -180.0),
+                                                            pc.less_equal(col, 180.0))))
+    for name in plan.timestamps:
+        col = _field(data, name)
+        masks.append(pc.or_kleene(pc.is_null(col), pc.match_substring_regex(col, _TS)))
+    return _all(masks)
+
+
+def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, numbers: list[int],
+                   raws: list[bytes], said: list[int], result: BatchResult) -> tuple[int, list[int]]:
+    """Sanitize one record type's candidate lines into `result`; returns (records done,
+    indexes of lines for the plain path)."""
+    tables, rerouted = _read(plan.options, raws)
+    if not tables:
+        return 0, rerouted
+    rows = np.concatenate([np.arange(lo, lo + t.num_rows) for lo, t in tables])  # index in raws of each row
+    table = pa.concat_tables([t for _, t in tables]).combine_chunks()
+    ok = _checked(plan, table, pa.array(np.asarray(said, dtype=np.int32)[rows]))
+    table, rows = _keep(table, rows, ok, rerouted)
+    if not len(rows):
+        return 0, rerouted
+    event_time, parsed = _timestamps(table.column("ts").combine_chunks())
+    limit = pa.scalar(ctx.future_limit, TIMESTAMP)
+    ok = pc.fill_null(pc.and_(parsed, pc.less_equal(event_time, limit)), False)
+    for name in plan.timestamps:  # data timestamps (license expiry) must parse too
+        col = _field(table.column("data"), name).combine_chunks()
+        _, good = _timestamps(col)
+        ok = pc.and_(ok, pc.or_kleene(pc.is_null(col), good))
+    if not pc.all(ok).as_py():
+        table, rows = _keep(table, rows, ok, rerouted)
+        event_time = event_time.filter(ok)
+    if not len(rows):
+        return 0, rerouted
+    table = table.append_column("event_time", event_time)
+    done = len(rows)
+    table, rows, area_locked = _gates(ctx, plan.tpol, table, rows, result.stats)
+    if len(rows):
+        failed = _write(ctx, plan.tpol, table, rows, numbers, source_index, area_locked, result)
+        if failed:
+            rerouted.extend(failed)
+            done -= len(failed)
+    return done, rerouted
+
+
+def _keep(table: pa.Table, rows: np.ndarray, ok: pa.Array, rerouted: list[int]) -> tuple[pa.Table, np.ndarray]:
+    """Rows where `ok`; the others are added to `rerouted` for the plain path."""
+    flags = ok.to_numpy(zero_copy_only=False)
+    rerouted.extend(rows[~flags].tolist())
+    return table.filter(ok), rows[flags]
+
+
+def _gates(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.ndarray,
+           stats: Counter) -> tuple[pa.Table, np.ndarray, pa.Array]:
+    """Children, consent, retention, in the order of `sanitize_lines`; drops are counted."""
+    n = table.num_rows
+    dropped = pa.array(np.zeros(n, dtype=bool))
+    if not tpol.children_allowed:
+        child = pc.fill_null(table.column("is_child"), False).combine_chunks()
+        stats["dropped/child_data"] += pc.sum(child).as_py() or 0
+        dropped = pc.or_(dropped, child)
+    consent = table.column("consent")
+    for flag in ctx.needed[tpol.name]:
+        missing = pc.and_(pc.invert(dropped), pc.invert(pc.fill_null(_field(consent, flag), False)))
+        count = pc.sum(missing).as_py() or 0
+        if count:
+            stats[f"dropped/consent_missing:{flag}"] += count
+            dropped = pc.or_(dropped, missing)
+    expired = pc.and_(pc.invert(dropped),
+                      pc.less(table.column("event_time"), pa.scalar(ctx.expiry[tpol.name], TIMESTAMP)))
+    locked = pa.array(np.zeros(n, dtype=bool))
+    count = pc.sum(expired).as_py() or 0
+    if count:
+        if tpol.on_expiry == "delete":
+            stats["dropped/expired"] += count
+            dropped = pc.or_(dropped, expired)
+        else:
+            stats["dropped/expired_locked"] += count
+            stats[f"locked/{tpol.name}"] += count
+            locked = expired
+    keep = pc.invert(dropped)
+    if pc.all(keep).as_py():
+        return table, rows, locked
+    return table.filter(keep), rows[keep.to_numpy(zero_copy_only=False)], locked.filter(keep)
+
+
+def _distinct(ctx: SanitizeContext, rule: FieldRule, values: pa.Array,
+              failed_rows: list[pa.Array]) -> list[pa.Array]:
+    """Output columns of `rule`, its transform computed once per distinct value."""
+    encoded = pc.dictionary_encode(values)
+    failed: dict[int, str] = {}
+    outputs = ctx.engine.columns(rule, encoded.dictionary.to_pylist(), failed, distinct=True)
+    if failed:
+        failed_rows.append(pc.fill_null(pc.is_in(encoded.indices, value_set=pa.array(list(failed), pa.int32())),
+                                        False))
+    return [pa.array(col, type=f.type).take(encoded.indices)
+            for col, f in zip(outputs, rule.output_columns(), strict=True)]
+
+
+def _text(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array]) -> pa.Array:
+    """`text`: ASCII values without a scrub trigger are kept as they are (what
+    FieldEngine._plain_text does); only the others are looked at value by value."""
+    values = values.cast(pa.string())
+    plain = pc.and_(pc.string_is_ascii(values),
+                    pc.invert(pc.match_substring_regex(pc.ascii_lower(values), _SCRUB_TRIGGER_LOWER.pattern)))
+    needs = pc.fill_null(pc.invert(plain), False)
+    if not pc.any(needs).as_py():
+        return values
+    subset = pc.if_else(needs, values, pa.scalar(None, pa.string()))
+    [scrubbed] = _distinct(ctx, rule, subset, failed_rows)
+    return pc.if_else(needs, scrubbed, values)
+
+
+def _column(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array]) -> list[pa.Array]:
+    t = rule.transform
+    if t in ("bool", "int", "float"):  # checked by the schema and _checked: written as they are
+        return [values.cast(rule.output_columns()[0].type)]
+    if t == "text":
+        return [_text(ctx, rule, values, failed_rows)]
+    return _distinct(ctx, rule, values, failed_rows)
+
+
+def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.ndarray, numbers: list[int],
+           source_index: int, locked: pa.Array, result: BatchResult) -> list[int]:
+    """Transform accepted rows and add them to `result` by partition; returns the rows whose
+    transform failed (not written here: the plain path quarantines them with the reason)."""
+    failed_rows: list[pa.Array] = []
+    columns: list[pa.Array] = []
+    for rule in ctx.policy.envelope:
+        columns.extend(_column(ctx, rule, table.column(rule.name).combine_chunks(), failed_rows))
+    columns.append(table.column("event_time").combine_chunks())
+    encoded = pc.dictionary_encode(table.column("country").combine_chunks(), null_encoding="encode")
+    regions = [ctx.region(c) for c in encoded.dictionary.to_pylist()]
+    columns.append(pa.array([r[0] for r in regions], pa.string()).take(encoded.indices))
+    columns.append(pa.array([r[2] for r in regions], pa.list_(pa.string())).take(encoded.indices))
+    region_names = sorted({r[1] for r in regions})
+    region_code = pa.array([region_names.index(r[1]) for r in regions], pa.int64()).take(encoded.indices)
+    data = table.column("data").combine_chunks()
+    for rule in tpol.fields:
+        columns.extend(_column(ctx, rule, pc.struct_field(data, rule.name), failed_rows))
+    joined = pc.binary_join_element_wise(table.column("device_id"), table.column("event_id"), "\x00")
+    columns.append(pa.array(list(map(ctx.joined_key, joined.cast(pa.binary()).to_pylist())), pa.int64()))
+    base = source_index << ORIGIN_LINE_BITS
+    columns.append(pa.array(np.bitwise_or(np.asarray(numbers, dtype=np.int64)[rows], base)))
+    schema = ctx.policy.file_schema(tpol.name)
+    full = pa.schema(list(schema) + HIDDEN_COLUMNS, metadata=schema.metadata)
+    out = pa.Table.from_arrays(columns, schema=full)
+
+    failed: list[int] = []
+    if failed_rows:
+        bad = failed_rows[0]
+        for mask in failed_rows[1:]:
+            bad = pc.or_(bad, mask)
+        if pc.any(bad).as_py():
+            failed = rows[bad.to_numpy(zero_copy_only=False)].tolist()
+            keep = pc.invert(bad)
+            out, locked, region_code = out.filter(keep), locked.filter(keep), region_code.filter(keep)
+            if not out.num_rows:
+                return failed
+    written = out.num_rows - (pc.sum(locked).as_py() or 0)
+    if written:
+        result.stats[f"output/{tpol.name}"] += written
+
+    days = pc.dictionary_encode(pc.cast(out.column("event_time"), pa.date32()).combine_chunks())
+    day_names = [d.isoformat() for d in days.dictionary.to_pylist()]
+    n_days = len(day_names)
+    code = pc.add(pc.multiply(pc.add(pc.multiply(pc.cast(locked, pa.int64()), len(region_names)), region_code),
+                              n_days), pc.cast(days.indices, pa.int64()))
+    codes = code.to_numpy()
+    order = np.lexsort((out.column("_origin").to_numpy(), codes))
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    for start, end in zip(starts, ends, strict=True):
+        c = int(sorted_codes[start])
+        area = "locked" if c >= len(region_names) * n_days else "data"
+        region = region_names[(c // n_days) % len(region_names)]
+        # take() copies the rows: a zero-copy slice would keep the whole batch alive
+        result.outputs[PartitionKey(area, tpol.name, region, day_names[c % n_days])] = out.take(
+            pa.array(order[start:end]))
+    return failed
