@@ -99,6 +99,17 @@ def spy_on_plain_path(monkeypatch) -> list:
     return seen
 
 
+def test_lines_with_removed_or_special_keys_stay_on_the_columnar_path(ctx, monkeypatch):
+    """Their allowed fields are read by Arrow; only the counts come from their JSON."""
+    seen = spy_on_plain_path(monkeypatch)
+    lines = [variant(URL_VISIT, event_id=f"k-{i}", data__local_ip="10.0.0.1", data__religion="x")
+             for i in range(100)]
+    result = sanitize_columnar(fresh(ctx), "in.ndjson", 0, list(enumerate(lines, 1)))
+    assert seen == []
+    assert result.stats["fields_removed/special_category"] == 100
+    assert result.stats["fields_removed/not_allowed"] == 100
+
+
 def variant(base: dict, **changes) -> bytes:
     rec = copy.deepcopy(base)
     for path, value in changes.items():
@@ -154,6 +165,14 @@ CRAFTED = {
     "special key after tab": URL_LINE.replace(b'"browser":', b'"religion"\t:"x","browser":'),
     "key of another type": variant(URL_VISIT, data__pid=5),
     "nested unknown object": variant(URL_VISIT, data__extra={"url": 5, "health": "y"}),
+    "nested unknown same kind": variant(URL_VISIT, data__extra={"url": "https://a:b@c.example/", "religion": "z"}),
+    "unknown key NaN": URL_LINE.replace(b'"browser":', b'"extra":NaN,"browser":'),
+    "unknown key bad number": URL_LINE.replace(b'"browser":', b'"extra":01,"browser":'),
+    "unknown top-level key": variant(URL_VISIT, religion="x", email="a@b.example"),
+    "unknown key and child": variant(URL_VISIT, is_child=True, data__health="x"),
+    "unknown key and no consent": variant(URL_VISIT, consent__ksn=False, data__health="x"),
+    "unknown key and expired": variant(URL_VISIT, ts="2020-01-01T00:00:00Z", data__health="x"),
+    "unknown key on locked licence": variant(LICENSE, data__religion="x", data__seats=5),
     "unknown consent flag": variant(URL_VISIT, consent__foo=True),
     "unknown consent flag non-bool": variant(URL_VISIT, consent__foo=1),
     "consent null flag": variant(URL_VISIT, consent__marketing=None),
@@ -196,6 +215,10 @@ CRAFTED = {
     "kelvin sign": variant(URL_VISIT, data__category="\u212aey=1"),
     "non-ascii text": variant(URL_VISIT, data__category="Über"),
     "trigger text": variant(URL_VISIT, data__category="password=hunter2"),
+    "sha256 upper": variant(URL_VISIT, type="detection", data={"sha256": "AB" * 32, "threat_name": "x"}),
+    "sha256 short": variant(URL_VISIT, type="detection", data={"sha256": "ab" * 31, "threat_name": "x"}),
+    "sha256 non-hex": variant(URL_VISIT, type="detection", data={"sha256": "zz" * 32, "threat_name": "x"}),
+    "sha256 newline": variant(URL_VISIT, type="detection", data={"sha256": "ab" * 32 + "\n", "threat_name": "x"}),
     # timestamps (the 2020 licence is past retention: it is written to the locked area)
     "licence": variant(LICENSE),
     "licence expiry 31 June": variant(LICENSE, data__expires="2027-06-31T00:00:00Z"),

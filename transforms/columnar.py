@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -30,6 +31,9 @@ from transforms.records import (
     BatchResult,
     PartitionKey,
     SanitizeContext,
+    _removed_fields,
+    count_special,
+    fast_validate,
     sanitize_lines,
 )
 
@@ -253,9 +257,10 @@ def _timestamps(values: pa.Array) -> tuple[pa.Array, pa.Array]:
         return pa.array(parsed, TIMESTAMP), pa.array(ok, pa.bool_())
 
 
-def _checked(plan: _TypePlan, table: pa.Table, said: pa.Array) -> pa.Array:
-    """Rows that `fast_validate` would accept and whose keys are all allowed (nothing
-    removed, nothing special): the only rows this path sanitizes itself."""
+def _checked(plan: _TypePlan, table: pa.Table, said: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(rows whose allowed fields `fast_validate` would accept, rows that have no other key).
+    The others keys of a row (removed fields, special categories) are only counted, from
+    the row's JSON (see `_extra_keys`)."""
     consent, data = table.column("consent"), table.column("data")
     present = [pc.cast(pc.is_valid(table.column(i)), pa.int32()) for i in range(table.num_columns)]
     present += [pc.cast(pc.is_valid(_field(consent, flag)), pa.int32()) for flag in CONSENT_FLAGS]
@@ -266,7 +271,6 @@ def _checked(plan: _TypePlan, table: pa.Table, said: pa.Array) -> pa.Array:
     # `said`: the '":' in the line. Every key is one; one inside a value only makes them differ.
     event_id, device_id, ts = table.column("event_id"), table.column("device_id"), table.column("ts")
     masks = [
-        pc.equal(keys, said),
         pc.equal(table.column("schema_version"), 1),
         pc.equal(table.column("type"), plan.tpol.name),
         pc.match_substring_regex(event_id, _ALNUM), pc.less_equal(pc.utf8_length(event_id), 256),
@@ -288,7 +292,7 @@ def _checked(plan: _TypePlan, table: pa.Table, said: pa.Array) -> pa.Array:
     for name in plan.timestamps:
         col = _field(data, name)
         masks.append(pc.or_kleene(pc.is_null(col), pc.match_substring_regex(col, _TS)))
-    return _all(masks)
+    return _all(masks), pc.equal(keys, said)
 
 
 def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, numbers: list[int],
@@ -300,7 +304,8 @@ def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, num
         return 0, rerouted
     rows = np.concatenate([np.arange(lo, lo + t.num_rows) for lo, t in tables])  # index in raws of each row
     table = pa.concat_tables([t for _, t in tables]).combine_chunks()
-    ok = _checked(plan, table, pa.array(np.asarray(said, dtype=np.int32)[rows]))
+    ok, only_allowed = _checked(plan, table, pa.array(np.asarray(said, dtype=np.int32)[rows]))
+    table = table.append_column("_plain", only_allowed)
     table, rows = _keep(table, rows, ok, rerouted)
     if not len(rows):
         return 0, rerouted
@@ -317,14 +322,65 @@ def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, num
     if not len(rows):
         return 0, rerouted
     table = table.append_column("event_time", event_time)
+    extra = _extra_keys(ctx, table, rows, raws)
+    if extra is not None and extra.rerouted:
+        table, rows = _keep(table, rows, pa.array(~np.isin(rows, extra.rerouted)), rerouted)
+        if not len(rows):
+            return 0, rerouted
     done = len(rows)
-    table, rows, area_locked = _gates(ctx, plan.tpol, table, rows, result.stats)
+    gated, rows, area_locked = _gates(ctx, plan.tpol, table, rows, result.stats)
+    failed = []
     if len(rows):
-        failed = _write(ctx, plan.tpol, table, rows, numbers, source_index, area_locked, result)
-        if failed:
-            rerouted.extend(failed)
-            done -= len(failed)
+        failed = _write(ctx, plan.tpol, gated, rows, numbers, source_index, area_locked, result)
+        rerouted.extend(failed)
+        done -= len(failed)
+    if extra is not None:
+        extra.count(ctx, plan.tpol, rows, failed, result.stats)
     return done, rerouted
+
+
+@dataclass
+class _ExtraKeys:
+    """Rows with keys the policy does not allow: what `sanitize_lines` counts for them."""
+
+    records: dict[int, dict]  # row -> parsed JSON
+    special: dict[int, Counter]  # row -> its special-category counts
+    rerouted: list[int]  # rows whose JSON fast_validate does not take (unknown consent flags...)
+
+    def count(self, ctx: SanitizeContext, tpol: TypePolicy, kept: np.ndarray, failed: list[int],
+              stats: Counter) -> None:
+        """Special categories of every row that was not rerouted (as sanitize_lines counts
+        them before any gate), removed fields of rows kept by the gates (counted after them)."""
+        failed_rows = set(failed)
+        kept_rows = set(kept.tolist()) - failed_rows
+        for row, counts in self.special.items():
+            if row not in failed_rows:
+                stats.update(counts)
+        for row, rec in self.records.items():
+            if row in kept_rows:
+                _removed_fields(rec, tpol, ctx, stats)
+
+
+def _extra_keys(ctx: SanitizeContext, table: pa.Table, rows: np.ndarray, raws: list[bytes]) -> _ExtraKeys | None:
+    plain = table.column("_plain").to_numpy()
+    if plain.all():
+        return None
+    extra = _ExtraKeys({}, {}, [])
+    for row in rows[~plain].tolist():
+        raw = raws[row]
+        try:  # Arrow skipped the other keys' values; orjson may not take them (NaN, say)
+            rec = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            rec = None
+        if rec is None or fast_validate(rec, ctx) is None:
+            extra.rerouted.append(row)
+            continue
+        extra.records[row] = rec
+        if ctx.special.may_contain(rec, raw):
+            counts: Counter = Counter()
+            count_special(ctx, rec, counts)
+            extra.special[row] = counts
+    return extra
 
 
 def _keep(table: pa.Table, rows: np.ndarray, ok: pa.Array, rerouted: list[int]) -> tuple[pa.Table, np.ndarray]:
@@ -401,6 +457,9 @@ def _column(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows
         return [values.cast(rule.output_columns()[0].type)]
     if t == "text":
         return [_text(ctx, rule, values, failed_rows)]
+    if t == "sha256":  # FieldEngine: lower-cased when 64 hex digits, else null; values never repeat
+        return [pc.if_else(pc.match_substring_regex(values, "^[0-9a-fA-F]{64}$"), pc.ascii_lower(values),
+                           pa.scalar(None, pa.string()))]
     return _distinct(ctx, rule, values, failed_rows)
 
 
