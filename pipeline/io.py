@@ -12,8 +12,9 @@ import gzip
 import os
 import uuid
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import apache_beam as beam
 import pyarrow as pa
@@ -270,6 +271,11 @@ class _StageWriter(beam.DoFn):
             yield WindowedValue(self._flush(key), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
+def _write_file(tables: list[pa.Table], path: str) -> None:
+    """One final Parquet file: rows in input order, hidden columns removed."""
+    pq.write_table(as_written(pa.concat_tables(tables)), path, compression=COMPRESSION)
+
+
 class _FinalizePartition(beam.DoFn):
     """All staging files of one partition -> final Parquet, producer retries removed.
 
@@ -280,10 +286,31 @@ class _FinalizePartition(beam.DoFn):
     """
 
     MAX_ROWS_PER_FILE = 100_000  # also bounds what a partition holds in memory while it is written
+    WRITERS = 2  # Parquet encoding releases the GIL: two files at once use the second core
+    MAX_PENDING = 4  # files handed to the writers and not yet written (bounds their memory)
 
     def __init__(self, final_dir: str, file_prefix: str) -> None:
         self.final_dir = final_dir
         self.file_prefix = file_prefix
+
+    def setup(self) -> None:
+        self._pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="parquet")
+        self._pending: deque[Future] = deque()
+
+    def _submit(self, tables: list[pa.Table], path: str) -> None:
+        while len(self._pending) >= self.MAX_PENDING:
+            self._pending.popleft().result()  # re-raises a failed write here, failing the bundle
+        self._pending.append(self._pool.submit(_write_file, tables, path))
+
+    def finish_bundle(self) -> None:
+        # Every file of the bundle is on disk before the bundle counts as done.
+        while self._pending:
+            self._pending.popleft().result()
+
+    def teardown(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def process(self, element: tuple[tuple, list[str]]):
         key = PartitionKey(*element[0])
@@ -301,10 +328,9 @@ class _FinalizePartition(beam.DoFn):
 
         def flush() -> None:
             nonlocal pending, pending_rows, part, written
-            table = as_written(pa.concat_tables(pending))
             name = f"part-{self.file_prefix}-{part:05d}.parquet"
-            pq.write_table(table, os.path.join(directory, name), compression=COMPRESSION)
-            written += table.num_rows
+            self._submit(pending, os.path.join(directory, name))
+            written += pending_rows
             part += 1
             pending, pending_rows = [], 0
 
