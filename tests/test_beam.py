@@ -9,6 +9,7 @@ from collections import Counter
 import apache_beam as beam
 import orjson
 import pyarrow.dataset as ds
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -107,3 +108,47 @@ def test_gc_paused_restores_the_collector_state_even_after_an_error():
         assert not gc.isenabled()
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_final_files_are_written_by_threads_and_a_failed_write_fails_the_bundle(tmp_path, monkeypatch):
+    """Parquet files are handed to writer threads; the bundle must not end before they are
+    on disk, and a write that failed must fail it (never a silently missing file)."""
+    import threading
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import io
+
+    fn = io._FinalizePartition(str(tmp_path), "t")
+    fn.setup()
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+    real = io._write_file
+
+    def slow_write(tables, path):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.02)
+        if path.endswith("bad.parquet"):
+            with lock:
+                in_flight[0] -= 1
+            raise OSError("disk full")
+        real(tables, path)
+        with lock:
+            in_flight[0] -= 1
+
+    monkeypatch.setattr(io, "_write_file", slow_write)
+    table = pa.table({"x": [2, 1], "_key": [1, 2], "_origin": [20, 10]})
+    for i in range(10):
+        fn._submit([table], str(tmp_path / f"{i}.parquet"))
+        assert len(fn._pending) <= fn.MAX_PENDING
+    fn.finish_bundle()
+    assert most[0] == fn.WRITERS  # both threads were busy at once
+    assert pq.read_table(tmp_path / "9.parquet").column("x").to_pylist() == [1, 2]  # in input order
+    fn._submit([table], str(tmp_path / "bad.parquet"))
+    with pytest.raises(OSError, match="disk full"):
+        fn.finish_bundle()
+    fn.teardown()
