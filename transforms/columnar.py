@@ -1,15 +1,16 @@
-"""Columnar fast path: the same policy as `records.sanitize_lines`, a record type at a time.
+"""Columnar path: the same policy as `records.sanitize_lines`, a record type at a time.
 
-Lines that are plainly well-formed (one compact JSON object with only allowed keys,
-no nulls, no nested objects beyond `consent` and `data`) are parsed by Arrow's JSON
-reader with a narrow, typed schema per record type, checked, gated and transformed
-with vectorised kernels; transforms run once per distinct value. Any line this path
-has the slightest doubt about (a parse error, a type the schema does not take, an
-unknown or special-category key, an odd timestamp, a failing transform) is handed
-to `sanitize_lines`, which names the reason. So the output is exactly what
-`sanitize_lines` gives for the whole batch: tests compare the two on dirty data.
+Lines that look well-formed (one compact JSON object whose known keys hold values of
+the right JSON kind) are read by Arrow's JSON reader with a narrow, typed schema per
+record type, then checked, gated and transformed with kernels over whole columns;
+transforms run once per distinct value. A line with keys the policy does not allow
+(removed fields, special categories) stays on this path: its JSON is parsed once more
+only to count those keys. Any line this path has the slightest doubt about (a parse
+error, a value the schema does not take, an odd timestamp, a failing transform) is
+handed to `sanitize_lines`, which names the reason. So the output is exactly what
+`sanitize_lines` gives for the whole batch: tests compare the two on dirty data and
+on crafted lines where Arrow and orjson could disagree.
 """
-
 from __future__ import annotations
 
 import re
@@ -88,9 +89,10 @@ def _plan(ctx: SanitizeContext, tpol: TypePolicy) -> _TypePlan:
 def _screen(plans: dict[bytes, _TypePlan]) -> str:
     """One RE2 pattern that finds, in a single pass over a line, what would make Arrow fail
     a whole block or read a line differently from the contract: a known key followed by a
-    value of another JSON kind, `null` (Arrow reads it as absent), a key followed by
-    white space (the key count in `_checked` counts '":'), a schema_version other than 1,
-    two documents on one line (Arrow would read both)."""
+    value of another JSON kind (null is let through: Arrow reads it as absent, so the key
+    count in `_checked` no longer matches and the line's own JSON decides), a key followed
+    by white space (that key count counts '":'), a schema_version other than 1, two
+    documents on one line (Arrow would read both)."""
     kinds: dict[str, set[str]] = {}
     for plan in plans.values():
         for f in [*plan.options.explicit_schema, *plan.options.explicit_schema.field("data").type]:
@@ -99,13 +101,13 @@ def _screen(plans: dict[bytes, _TypePlan]) -> str:
             kinds.setdefault(f.name, set()).add(kind)
     for flag in CONSENT_FLAGS:
         kinds.setdefault(flag, set()).add("bool")
-    first = {"string": '[^"]', "number": "[^-0-9]", "bool": "[^tf]", "object": "[^{]"}
+    first = {"string": '[^"n]', "number": "[^-0-9n]", "bool": "[^tfn]", "object": "[^{n]"}  # n: null
     by_kind: dict[str, list[str]] = {}
     for name, found in sorted(kinds.items()):
         if len(found) == 1 and name != "schema_version":  # a name of two kinds: Arrow itself will say
             by_kind.setdefault(found.pop(), []).append(re.escape(name))
     guards = [f'"(?:{"|".join(names)})":{first[kind]}' for kind, names in by_kind.items()]
-    return "|".join(['null', '"[ \t\r]', '"schema_version":(?:[^1]|1[^,}])', '}[ \t\r]*{', *guards])
+    return "|".join(['"[ \t\r]+:', '"schema_version":(?:[^1]|1[^,}])', '}[ \t\r]*{', *guards])
 
 
 def _plans(ctx: SanitizeContext) -> tuple[dict[bytes, _TypePlan], str]:
