@@ -302,3 +302,20 @@ def test_kept_text_fields_still_lose_credentials(ctx):
     assert row["threat_name"] == "http://evil.com"
     plain = rows(run(ctx, rec(data_browser="firefox", event_id="e-81f2")))[0]
     assert plain["browser"] == "firefox" and plain["event_id"] == "e-81f2"
+
+
+def test_reportable_names_are_memoised_within_a_bound(ctx, monkeypatch):
+    """Names repeat on every record, so the digest is computed once per name; producers
+    choose names freely, so the memo is cleared when full rather than growing."""
+    from transforms import records
+
+    fresh = records.SanitizeContext(policy=ctx.policy, key=ctx.key, as_of=ctx.as_of)
+    first = fresh.reportable_name("customer_email_address")
+    assert first.startswith("<name #") and fresh.reportable_name("customer_email_address") == first
+    assert fresh.reportable_name("religion_status", special=True) == "religion_status"
+    assert fresh.reportable_name("alice@example.com", special=True).startswith("<name #")
+    monkeypatch.setattr(records, "NAME_MEMO_ENTRIES", 5)
+    for i in range(12):
+        fresh.reportable_name(f"field_{i}")
+        assert len(fresh._reportable) <= 5
+    assert fresh.reportable_name("customer_email_address") == first  # same answer after a clear

@@ -32,6 +32,7 @@ from transforms.urls import UrlSanitizer
 from transforms.withdrawals import micros, withdrawn_basis
 
 BOM = b"\xef\xbb\xbf"
+NAME_MEMO_ENTRIES = 10_000  # field names as the report shows them, per worker
 ORIGIN_LINE_BITS = 40  # _origin = file index << 40 | line number: a total, runner-independent order
 STRUCTURAL = frozenset({"schema_version", "type", "ts", "country", "is_child", "consent", "data"})
 # Words that may accompany a special-category term in a field name that is reported as is
@@ -111,6 +112,7 @@ class SanitizeContext:
         self.expiry = {t: self.as_of - timedelta(days=p.retention_days) for t, p in self.policy.types.items()}
         self.region_cache: dict[Any, tuple[str | None, str, list[str]]] = {}
         self.masked_keys: dict[str, str] = {}  # quarantine excerpts: key token -> what is shown
+        self._reportable: dict[tuple[str, bool], str] = {}  # see reportable_name
         self._keyed_hash = hashlib.blake2b(digest_size=8, key=self.key[:64])
         self.fast_plans = {t: _fast_plan(p) for t, p in self.policy.types.items()}
 
@@ -153,6 +155,15 @@ class SanitizeContext:
         words, are shown as they are; any other name by a keyed digest that still groups."""
         if key in self.known_keys:
             return key
+        memo = self._reportable
+        shown = memo.get((key, special))
+        if shown is None:
+            if len(memo) >= NAME_MEMO_ENTRIES:  # names are the producers' choice: keep the memo bounded
+                memo.clear()
+            shown = memo[(key, special)] = self._reportable_name(key, special)
+        return shown
+
+    def _reportable_name(self, key: str, special: bool) -> str:
         if special and len(key) <= 64:
             ws = words(key)
             if ws and all(w in _GENERIC_WORDS or self.special.category_of(w) for w in ws):
