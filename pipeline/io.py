@@ -287,7 +287,7 @@ class _FinalizePartition(beam.DoFn):
 
     MAX_ROWS_PER_FILE = 100_000  # also bounds what a partition holds in memory while it is written
     WRITERS = 2  # Parquet encoding releases the GIL: two files at once use the second core
-    MAX_PENDING = 4  # files handed to the writers and not yet written (bounds their memory)
+    MAX_PENDING = 2  # files handed to the writers and not yet written: bounds their memory
 
     def __init__(self, final_dir: str, file_prefix: str) -> None:
         self.final_dir = final_dir

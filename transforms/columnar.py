@@ -74,8 +74,8 @@ def _plan(ctx: SanitizeContext, tpol: TypePolicy) -> _TypePlan:
         pa.field("country", pa.string()), pa.field("is_child", pa.bool_()), pa.field("consent", _CONSENT),
         pa.field("data", data),
     ])
-    # Every key of an accepted line must be in this schema; "ignore" plus the key count
-    # check below finds the others without making Arrow fail a whole block for them.
+    # Keys outside this schema are skipped by Arrow ("ignore") rather than failing the block;
+    # the key count in `_checked` finds the lines that have them (see `_extra_keys`).
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     return _TypePlan(
         tpol=tpol, options=options, data_fields=tuple(r.name for r in tpol.fields),
