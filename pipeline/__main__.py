@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
-
-# Arrow's default allocator (mimalloc) kept about 50 MiB more per run on 1M records than the
-# C library's, at the same speed (bench (b): 1,013 vs 964 MiB). Set before pyarrow is imported,
-# and inherited by Beam's worker processes; an explicit setting by the user wins.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 COMMANDS = {
     "sample": "pipeline.sample",      # generate realistic dirty telemetry
