@@ -137,7 +137,7 @@ def _write_stats(stats: Counter, path: str) -> None:
 
 
 def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: SanitizeContext,
-                   batch_lines: int = 25000, file_prefix: str = "run", withdrawals_path: str | None = None,
+                   batch_lines: int = 20000, file_prefix: str = "run", withdrawals_path: str | None = None,
                    flush_each: bool = False) -> None:
     """Attach the sanitizing graph to `p`; results land in `staging_dir`. `flush_each`: see io._StageWriter."""
     batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes)

@@ -24,5 +24,5 @@ class SanitizerOptions(PipelineOptions):
                             help="consent withdrawals: NDJSON or CSV with device_id, basis, withdrawn_at")
         parser.add_argument("--append", action="store_true", default=False,
                             help="add this run's files to --output instead of replacing it (used by --watch)")
-        parser.add_argument("--batch-lines", "--batch_lines", dest="batch_lines", type=int, default=25000,
+        parser.add_argument("--batch-lines", "--batch_lines", dest="batch_lines", type=int, default=20000,
                             help="lines per Beam element")
