@@ -508,6 +508,8 @@ def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
     if written:
         result.stats[f"output/{tpol.name}"] += written
 
+    # One integer per row for its partition (area, region, day), sorted together with the
+    # input order: each partition is then one run of the sorted rows, in input order.
     days = pc.dictionary_encode(pc.cast(out.column("event_time"), pa.date32()).combine_chunks())
     day_names = [d.isoformat() for d in days.dictionary.to_pylist()]
     n_days = len(day_names)
