@@ -14,7 +14,7 @@ import gzip
 
 import orjson
 import pytest
-from test_fast_path import SAMPLE, SAMPLE_GZ, assert_same
+from test_fast_path import SAMPLE, SAMPLE_GZ, assert_same, make_fragile
 
 import transforms.columnar as columnar
 from pipeline.sample import generate_lines
@@ -276,14 +276,7 @@ def test_lines_arrow_cannot_read_are_isolated_without_losing_good_ones(ctx, monk
 
 def test_a_failing_transform_is_quarantined_as_on_the_plain_path(ctx, monkeypatch):
     col_ctx, plain_ctx = fresh(ctx), fresh(ctx)
-    real = col_ctx.urls.__class__.sanitize
-
-    def fragile(self, value, *args, **kwargs):
-        if "boom" in value:
-            raise RuntimeError("rule bug")
-        return real(self, value, *args, **kwargs)
-
-    monkeypatch.setattr(col_ctx.urls.__class__, "sanitize", fragile)
+    make_fragile(monkeypatch, col_ctx.urls.__class__, "sanitize")
     lines = good_lines(150)
     lines[10] = variant(URL_VISIT, event_id="x-1", data__url="https://boom.example/")
     lines[90] = variant(URL_VISIT, event_id="x-2", data__url="https://boom.example/")

@@ -86,18 +86,23 @@ def record(i: int, **data) -> bytes:
     return orjson.dumps(rec)
 
 
+def make_fragile(monkeypatch, cls: type, method: str) -> None:
+    """Make a transform method raise for any value containing "boom" (a rule bug)."""
+    real = getattr(cls, method)
+
+    def fragile(self, value, *args, **kwargs):
+        if "boom" in value:
+            raise RuntimeError("rule bug")
+        return real(self, value, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, fragile)
+
+
 def test_a_failing_transform_quarantines_every_record_with_that_value(ctx, monkeypatch):
     """The memo keeps results across batches; a value whose transform raised must cost
     its record every time it comes back, never be written with a null in its place."""
     fresh = SanitizeContext(policy=ctx.policy, key=ctx.key, as_of=ctx.as_of)
-    real = fresh.scrubber.__class__.__call__
-
-    def fragile(self, text, *args, **kwargs):
-        if "boom" in text:
-            raise RuntimeError("rule bug")
-        return real(self, text, *args, **kwargs)
-
-    monkeypatch.setattr(fresh.scrubber.__class__, "__call__", fragile)
+    make_fragile(monkeypatch, fresh.scrubber.__class__, "__call__")
     for batch in ([record(1, command_line="run boom"), record(2, command_line="run boom"), record(3)],
                   [record(4, command_line="run boom"), record(5)]):
         result = sanitize_lines(fresh, "f", 0, list(enumerate(batch, 1)))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import orjson
@@ -218,10 +217,6 @@ def _read(options: pj.ParseOptions, raws: list[bytes]) -> tuple[list[tuple[int, 
     return tables, bad
 
 
-def _field(col: Any, name: str) -> pa.Array:
-    return pc.struct_field(col, name)
-
-
 def _all(masks: list[pa.Array]) -> pa.Array:
     ok = masks[0]
     for mask in masks[1:]:
@@ -267,8 +262,8 @@ def _checked(plan: _TypePlan, table: pa.Table, said: pa.Array) -> tuple[pa.Array
     the row's JSON (see `_extra_keys`)."""
     consent, data = table.column("consent"), table.column("data")
     present = [pc.cast(pc.is_valid(table.column(i)), pa.int32()) for i in range(table.num_columns)]
-    present += [pc.cast(pc.is_valid(_field(consent, flag)), pa.int32()) for flag in CONSENT_FLAGS]
-    present += [pc.cast(pc.is_valid(_field(data, name)), pa.int32()) for name in plan.data_fields]
+    present += [pc.cast(pc.is_valid(pc.struct_field(consent, flag)), pa.int32()) for flag in CONSENT_FLAGS]
+    present += [pc.cast(pc.is_valid(pc.struct_field(data, name)), pa.int32()) for name in plan.data_fields]
     keys = present[0]
     for p in present[1:]:
         keys = pc.add(keys, p)
@@ -283,18 +278,18 @@ def _checked(plan: _TypePlan, table: pa.Table, said: pa.Array) -> tuple[pa.Array
         pc.is_valid(data),
     ]
     for name in plan.floats:  # NaN, infinities and -0 (orjson reads "-0" as the integer 0)
-        col = _field(data, name)
+        col = pc.struct_field(data, name)
         masks.append(pc.or_kleene(pc.is_null(col), pc.and_(pc.is_finite(col), pc.not_equal(col, 0.0))))
     for name in plan.ints:
-        col = _field(data, name)
+        col = pc.struct_field(data, name)
         masks.append(pc.or_kleene(pc.is_null(col), pc.and_(pc.less(pc.abs(col), _EXACT),
                                                             pc.equal(pc.floor(col), col))))
     for name in plan.coordinates:
-        col = _field(data, name)
+        col = pc.struct_field(data, name)
         masks.append(pc.or_kleene(pc.is_null(col), pc.and_(pc.greater_equal(col, -180.0),
                                                             pc.less_equal(col, 180.0))))
     for name in plan.timestamps:
-        col = _field(data, name)
+        col = pc.struct_field(data, name)
         masks.append(pc.or_kleene(pc.is_null(col), pc.match_substring_regex(col, _TS)))
     return _all(masks), pc.equal(keys, said)
 
@@ -317,7 +312,7 @@ def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, num
     limit = pa.scalar(ctx.future_limit, TIMESTAMP)
     ok = pc.fill_null(pc.and_(parsed, pc.less_equal(event_time, limit)), False)
     for name in plan.timestamps:  # data timestamps (license expiry) must parse too
-        col = _field(table.column("data"), name).combine_chunks()
+        col = pc.struct_field(table.column("data"), name).combine_chunks()
         _, good = _timestamps(col)
         ok = pc.and_(ok, pc.or_kleene(pc.is_null(col), good))
     if not pc.all(ok).as_py():
@@ -405,7 +400,7 @@ def _gates(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
         dropped = pc.or_(dropped, child)
     consent = table.column("consent")
     for flag in ctx.needed[tpol.name]:
-        missing = pc.and_(pc.invert(dropped), pc.invert(pc.fill_null(_field(consent, flag), False)))
+        missing = pc.and_(pc.invert(dropped), pc.invert(pc.fill_null(pc.struct_field(consent, flag), False)))
         count = pc.sum(missing).as_py() or 0
         if count:
             stats[f"dropped/consent_missing:{flag}"] += count
