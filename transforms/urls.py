@@ -254,6 +254,16 @@ class UrlSanitizer:
         scheme = f"{p.scheme}:" if p.scheme else ""
         return f"{scheme}//{host}{port}"
 
+    def authority(self, scheme: str, authority: str) -> UrlParts:
+        """What `sanitize` gives for `scheme://authority/...` when `scheme` (lower case) is
+        one of DEFAULT_PORTS and `authority` holds none of `/\\?#` (user info in it is cut
+        off as usual): only the scheme, host and port decide the result, and they repeat
+        far more than whole URLs do, so a caller holding many URLs can ask once per authority."""
+        try:
+            return self._authority(scheme, authority, special=True)
+        except Exception:  # noqa: BLE001 - as in sanitize: a record must never fail because of its URL
+            return _INVALID
+
     def _domain(self, host: str) -> tuple[str | None, str | None]:
         hit = self._hosts.get(host)
         if hit is None:
