@@ -17,6 +17,10 @@ tree of forked or spawned workers is over- rather than under-stated). The input 
 once per (size, seed, generator source) and cached under bench/.data/; it is read once before
 the runs so every variant starts with the file in the page cache.
 
+With --repeat N the variants run in N rounds (a, b, c, d, a, b, c, d, ...): the machine's speed
+drifts over minutes, and rounds let every variant meet the same drift. The table shows each
+variant's median run; the ratios within each round are printed under it.
+
 With --sizes, only the scaling runs are done: each variant in --only (default: a) at every
 size, to show records/s (linearity) and peak RSS (flatness) against input size.
 
@@ -413,7 +417,7 @@ def comparison_table(runs: dict[str, Run], records: int, workers: int) -> list[s
 
 def details_table(runs: dict[str, Run], all_walls: dict[str, list[float]]) -> list[str]:
     lines = ["| variant | CPU s (user+sys) | CPU / wall | largest process RSS MiB | processes | rows written | "
-             "files | walls (all repeats) |",
+             "files | walls (round by round) |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for v, run in runs.items():
         cpu = run.cpu_user + run.cpu_sys
@@ -443,27 +447,50 @@ def write_result(name: str, text: str) -> str:
 # --------------------------------------------------------------------------- modes
 
 
-def run_variant(v: str, n: int, input_path: str, tmp: str, workers: int, repeat: int, keep: bool,
-                tag: str = "") -> tuple[Run, list[float]]:
-    """Run one variant `repeat` times; return the median-wall run and all walls."""
-    runs: list[Run] = []
+def run_rounds(variants: list[str], n: int, input_path: str, tmp: str, workers: int, repeat: int, keep: bool,
+               tag: str = "") -> tuple[dict[str, Run], dict[str, list[float]]]:
+    """Run every variant `repeat` times, a round of all variants after another, so a change in the
+    machine's speed meets every variant alike; return each variant's median-wall run and its walls
+    in round order."""
+    runs: dict[str, list[Run]] = {v: [] for v in variants}
     for i in range(repeat):
-        out_dir = os.path.join(tmp, f"out-{v}{tag}-{i}")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        print(f"  running ({v}) on {n:,} records{f' [repeat {i + 1}/{repeat}]' if repeat > 1 else ''} ...",
-              flush=True)
-        run = measure(v, n, command(v, input_path, out_dir, workers), out_dir, tmp)
-        print(f"    {run.wall:.1f} s, peak tree RSS {mib(run.peak_rss_kib):,.0f} MiB, exit {run.returncode}",
-              flush=True)
-        if run.returncode != 0:
-            print("    stderr (tail):\n" + "\n".join("      " + ln for ln in run.stderr_tail.splitlines()[-25:]))
-        runs.append(run)
-    walls = [r.wall for r in runs]
-    median = sorted(runs, key=lambda r: r.wall)[(len(runs) - 1) // 2]
-    for r in runs:
-        if r is not median and not keep:
-            shutil.rmtree(r.out_dir, ignore_errors=True)
-    return median, walls
+        for v in variants:
+            out_dir = os.path.join(tmp, f"out-{v}{tag}-{i}")
+            shutil.rmtree(out_dir, ignore_errors=True)
+            print(f"  running ({v}) on {n:,} records{f' [round {i + 1}/{repeat}]' if repeat > 1 else ''} ...",
+                  flush=True)
+            run = measure(v, n, command(v, input_path, out_dir, workers), out_dir, tmp)
+            print(f"    {run.wall:.1f} s, peak tree RSS {mib(run.peak_rss_kib):,.0f} MiB, exit {run.returncode}",
+                  flush=True)
+            if run.returncode != 0:
+                print("    stderr (tail):\n" + "\n".join("      " + ln for ln in run.stderr_tail.splitlines()[-25:]))
+            runs[v].append(run)
+    medians: dict[str, Run] = {}
+    for v, done in runs.items():
+        medians[v] = sorted(done, key=lambda r: r.wall)[(len(done) - 1) // 2]
+        for r in done:
+            if r is not medians[v] and not keep:
+                shutil.rmtree(r.out_dir, ignore_errors=True)
+    return medians, {v: [r.wall for r in done] for v, done in runs.items()}
+
+
+def round_ratios(all_walls: dict[str, list[float]]) -> list[str]:
+    """Ratios within each round (runs minutes apart), next to the ratios of the medians."""
+    if len(next(iter(all_walls.values()))) < 2:
+        return []
+    lines = []
+    for ref, what in (("c", "vs (c)"), ("d", "share of floor (d)")):
+        if ref not in all_walls:
+            continue
+        parts = []
+        for v in ("a", "b"):
+            if v in all_walls:
+                ratios = [r / w for r, w in zip(all_walls[ref], all_walls[v], strict=True)]
+                shown = ", ".join(f"{x:.2f}x" if ref == "c" else f"{x:.0%}" for x in ratios)
+                parts.append(f"({v}) {shown}")
+        if parts:
+            lines.append(f"- {what}, round by round: " + "; ".join(parts))
+    return ["Ratios within each round (the variants of one round run back to back):", *lines] if lines else []
 
 
 def count_lines(path: str) -> int:
@@ -488,10 +515,7 @@ def comparison(args, variants: list[str], info: dict[str, str], tmp: str) -> str
     startup = startup_seconds() if set(variants) & {"a", "b", "c"} else None
 
     before = source_fingerprint()
-    runs: dict[str, Run] = {}
-    all_walls: dict[str, list[float]] = {}
-    for v in variants:
-        runs[v], all_walls[v] = run_variant(v, n, input_path, tmp, args.workers, args.repeat, args.keep)
+    runs, all_walls = run_rounds(variants, n, input_path, tmp, args.workers, args.repeat, args.keep)
     # Checked after all runs, pipeline first: its report is the reference the peer is compared with.
     reference = None
     for v in sorted(runs, key=lambda v: v not in ("a", "b")):
@@ -510,7 +534,8 @@ def comparison(args, variants: list[str], info: dict[str, str], tmp: str) -> str
               f"`--as-of {AS_OF}`; repeats {args.repeat} (median shown)",
               ""]
     body = header + machine_lines(info, startup) + [fingerprint_line(before, source_fingerprint()), ""] \
-        + comparison_table(runs, n, args.workers) + [""] + details_table(runs, all_walls)
+        + comparison_table(runs, n, args.workers) + [""] + round_ratios(all_walls) + [""] \
+        + details_table(runs, all_walls)
     return "\n".join(body) + "\n"
 
 
@@ -535,7 +560,8 @@ def scaling(args, variants: list[str], info: dict[str, str], tmp: str) -> str:
         rows = []
         for n in sizes:
             warm_cache(inputs[n])
-            run, _ = run_variant(v, n, inputs[n], tmp, args.workers, args.repeat, args.keep, tag=f"-{n}")
+            medians, _ = run_rounds([v], n, inputs[n], tmp, args.workers, args.repeat, args.keep, tag=f"-{n}")
+            run = medians[v]
             run.checks = check_run(run, types, count_lines(inputs[n]), None)
             if not args.keep:
                 shutil.rmtree(run.out_dir, ignore_errors=True)
@@ -568,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated sizes: run the scaling table instead of the comparison")
     ap.add_argument("--only", default=None, help="variants to run, e.g. a,c (default: a,b,c,d; with --sizes: a)")
     ap.add_argument("--keep", action="store_true", help="keep the output directories (path is printed)")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per variant; the median wall time is reported")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of all variants; each variant's median wall time is reported")
     ap.add_argument("--seed", type=int, default=7, help="generator seed of the input")
     ap.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
                     help="--direct_num_workers of variant (b) (default: CPU count, at least 2)")
