@@ -594,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated sizes: run the scaling table instead of the comparison")
     ap.add_argument("--only", default=None, help="variants to run, e.g. a,c (default: a,b,c,d; with --sizes: a)")
     ap.add_argument("--keep", action="store_true", help="keep the output directories (path is printed)")
-    ap.add_argument("--repeat", type=int, default=1, help="rounds of all variants; each variant's median wall time is reported")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of all variants; each variant's median wall time is reported")
     ap.add_argument("--seed", type=int, default=7, help="generator seed of the input")
     ap.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
                     help="--direct_num_workers of variant (b) (default: CPU count, at least 2)")

@@ -2,7 +2,7 @@
 
 Graph: source lines -> fixed windows (default 60 s, allowed lateness, late
 panes fire per late element) -> lines grouped into batches per window and
-shard -> `sanitize_lines` (unchanged batch code) -> rows grouped per window and
+shard -> `sanitize_columnar` (the batch code) -> rows grouped per window and
 partition -> one atomic set of Parquet files per window, partition and pane,
 retries of one (device, event) removed within the window.
 
@@ -35,6 +35,7 @@ from apache_beam.transforms import trigger, window
 
 from pipeline.graph import QUARANTINE, STATS, SumCounters, gc_paused
 from pipeline.io import COMPRESSION, partition_dir
+from transforms.columnar import sanitize_columnar
 from transforms.records import (
     QUARANTINE_SCHEMA,
     PartitionKey,
@@ -42,7 +43,6 @@ from transforms.records import (
     as_written,
     first_copies,
     keep_copies,
-    sanitize_lines,
 )
 
 
@@ -68,7 +68,8 @@ def _window_tag(w: window.IntervalWindow) -> str:
 
 @beam.typehints.with_output_types(tuple[Any, Any])
 class _SanitizeWindowBatch(beam.DoFn):
-    """(shard, [lines]) of one window -> the batch outputs of `sanitize_lines`."""
+    """(shard, [lines]) of one window -> the batch outputs of `sanitize_columnar` (which hands
+    windows of fewer than 64 lines to `sanitize_lines` whole)."""
 
     def __init__(self, ctx: SanitizeContext) -> None:
         self._ctx_state = ctx.__getstate__()
@@ -81,7 +82,7 @@ class _SanitizeWindowBatch(beam.DoFn):
         source = f"stream:{_window_tag(w)}:{shard}"
         numbered = list(enumerate(sorted(lines), 1))  # sorted: the order does not depend on arrival
         with gc_paused():
-            result = sanitize_lines(self.ctx, source, shard, numbered)
+            result = sanitize_columnar(self.ctx, source, shard, numbered)
         yield pvalue.TaggedOutput(STATS, result.stats)
         if result.quarantine is not None:
             yield pvalue.TaggedOutput(QUARANTINE, ("q", result.quarantine))
