@@ -68,8 +68,8 @@ def _window_tag(w: window.IntervalWindow) -> str:
 
 @beam.typehints.with_output_types(tuple[Any, Any])
 class _SanitizeWindowBatch(beam.DoFn):
-    """(shard, [lines]) of one window -> the batch outputs of `sanitize_columnar` (which hands
-    windows of fewer than 64 lines to `sanitize_lines` whole)."""
+    """(shard, [lines]) of one window pane -> the batch outputs of `sanitize_columnar` (which
+    hands a shard of fewer than 64 lines to `sanitize_lines` whole)."""
 
     def __init__(self, ctx: SanitizeContext) -> None:
         self._ctx_state = ctx.__getstate__()

@@ -334,6 +334,10 @@ TRICKY_URLS = [
     "user:pw@host.example/x", "localhost:8080/x", "not a url", "", "mailto:a@b.example", "chrome://settings/",
     "C:\\Users\\x", "data:text/html,hi", "https://a.b.c.d.e.f.g.example.co.uk/", "https://localhost/",
     "https://x.example:0443/", "http://x.example:00080/", "https://x.example:443:1/", "https://x.example?",
+    # what only the printable-ASCII test keeps from the per-authority way: text `_parse` trims or
+    # deletes first, a letter RE2's case folding reads as another, a space (the key's separator)
+    "httpſ://a.example/", "http://a.exa\tmple/", "http:\t//a.example/", "https://a.example/\n", "\x00https://a.example/",
+    "https://a b.example/", "https://a.example/\x7f", "HTTPS://A.EXAMPLE/",
 ]
 
 
@@ -367,3 +371,21 @@ def test_urls_reduced_by_authority_equal_value_by_value(ctx, monkeypatch):
     assert len(values) > 1000 and len(calls) < len(values) / 5
     assert "https://alice:s3cret@bank.example.co.uk:8443/login?token=abc" not in calls
     assert "https://bücher.de/" in calls and "https://host.example/a b" in calls
+
+
+def test_a_failing_host_lookup_gives_the_same_on_both_ways(ctx, monkeypatch):
+    """`authority` and `sanitize` share the host code and both turn its failure into `invalid`."""
+    real = ctx.urls.__class__._host_port
+
+    def fragile(self, scheme, auth):
+        if "boom" in auth:
+            raise RuntimeError("rule bug")
+        return real(self, scheme, auth)
+
+    monkeypatch.setattr(ctx.urls.__class__, "_host_port", fragile)
+    rule = next(r for r in ctx.policy.types["url_visit"].fields if r.name == "url")
+    values = ["https://u:p@boom.example/x", "https://boom.example:8443/", "https://fine.example/"] * 3
+    expected = fresh(ctx).engine.columns(rule, values, {})
+    got = columnar._url(fresh(ctx), rule, pa.array(values, pa.string()), [])
+    assert [c.to_pylist() for c in got] == expected
+    assert expected[-1] == ["invalid", "invalid", "ok"] * 3  # the status column

@@ -7,6 +7,7 @@ import os
 
 import apache_beam as beam
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_stream import TestStream
@@ -77,11 +78,14 @@ def test_windows_lateness_and_duplicates(ctx, tmp_path):
 
 
 def test_a_large_window_takes_the_columnar_path_and_writes_what_the_batch_code_does(ctx, tmp_path, monkeypatch):
-    """Windows of 64 lines or more per shard go through `sanitize_columnar`, like batch runs;
-    what they write is what `sanitize_lines` makes of the same lines."""
+    """Window shards of 64 lines or more go through `sanitize_columnar`, like batch runs; every
+    partition file, the quarantine and the report hold what `sanitize_lines` makes of the same
+    lines (retries removed per partition, as the window writer does)."""
     import transforms.columnar as columnar
+    from pipeline.io import partition_dir
     from pipeline.sample import generate_lines
-    from transforms.records import SanitizeContext, first_copies, keep_copies, sanitize_lines
+    from pipeline.streaming import _window_tag
+    from transforms.records import SanitizeContext, as_written, first_copies, keep_copies, sanitize_lines
 
     routed = []
     real = columnar._sanitize_type
@@ -99,13 +103,20 @@ def test_a_large_window_takes_the_columnar_path_and_writes_what_the_batch_code_d
         _ = p | stream | WindowedSanitize(ctx, out, window_seconds=60, allowed_lateness_seconds=0, shards=1)
 
     assert sum(routed) > 200  # most lines were read by Arrow, not by the per-record path
-    plain = sanitize_lines(SanitizeContext(policy=ctx.policy, key=ctx.key, as_of=ctx.as_of), "s", 0,
+    tag = _window_tag(beam.window.IntervalWindow(base, base + 60))
+    plain = sanitize_lines(SanitizeContext(policy=ctx.policy, key=ctx.key, as_of=ctx.as_of), f"stream:{tag}:0", 0,
                            list(enumerate(sorted(lines), 1)))
-    kept = [keep_copies(t, first_copies(t)) for t in plain.outputs.values()]  # retries removed, per partition
-    expected = sorted(e for t in kept for e in t.column("event_id").to_pylist())
-    written = []
-    for root, _, files in os.walk(out):
-        for name in files:
-            if name.endswith(".parquet") and not name.startswith(".") and "_quarantine" not in root:
-                written += pq.ParquetFile(os.path.join(root, name)).read().column("event_id").to_pylist()
-    assert sorted(written) == expected and len(expected) > 200
+
+    def read(directory: str):
+        files = [os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".parquet")]
+        return pa.concat_tables([pq.ParquetFile(f).read() for f in files])
+
+    assert len(plain.outputs) > 5
+    for key, table in plain.outputs.items():
+        expected = as_written(keep_copies(table, first_copies(table)))
+        got = read(os.path.join(out, partition_dir(key), f"window={tag}"))
+        assert got.to_pylist() == expected.to_pylist(), key
+    quarantine = read(os.path.join(out, "_quarantine", f"window={tag}"))
+    assert quarantine.sort_by("line_number").to_pylist() == plain.quarantine.sort_by("line_number").to_pylist()
+    [report] = [json.load(open(os.path.join(out, "_reports", f))) for f in os.listdir(os.path.join(out, "_reports"))]
+    assert report["input_records"] == plain.stats["input_records"] == len(lines)

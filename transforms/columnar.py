@@ -36,6 +36,7 @@ from transforms.records import (
     fast_validate,
     sanitize_lines,
 )
+from transforms.urls import AUTHORITY_PATTERN, AUTHORITY_PRINTABLE
 
 MIN_LINES = 64  # smaller batches are not worth Arrow's per-call cost: they go to sanitize_lines whole
 _TYPE_TAG = b'"type":"'
@@ -50,12 +51,6 @@ _PARSED_TYPES = {"int": pa.float64(), "float": pa.float64(), "bool": pa.bool_(),
 _EXACT = float(2**53)
 # Blocks of 512 KiB parsed on Arrow's thread pool: 1.77 -> 0.98 us per line on two cores.
 _READ_OPTIONS = pj.ReadOptions(use_threads=True, block_size=1 << 19)
-# A URL in printable ASCII spelled `scheme:[//]...` with a scheme that has a host: what
-# UrlSanitizer makes of it depends on the lower-cased scheme and the authority only (the
-# text after the slashes up to the first of `/\\?#`; see UrlSanitizer._parse). User info is
-# left out of the key so that one host with many users is still one key.
-_URL_PRINTABLE = "^[!-~]*$"
-_URL_AUTHORITY = r"^(?P<scheme>(?i:https?|wss?|ftp)):[/\\]*(?:[^/\\?#]*@)?(?P<authority>[^/\\?#@]*)"
 _CONSENT = pa.struct([pa.field(flag, pa.bool_()) for flag in CONSENT_FLAGS])
 
 
@@ -139,7 +134,7 @@ def sanitize_columnar(ctx: SanitizeContext, source: str, source_index: int,
         raw = item[1]
         if (raw is None or raw[:2] != b'{"' or len(raw) > max_bytes
                 or not (raw[-1] == 125 or raw.endswith(b"}\r"))  # 125: "}"
-                or raw.count(b"{") != raw.count(b"}")  # cut off after an inner object: Arrow fails its block
+                or raw.count(b"{") != raw.count(b"}")  # most lines cut off after an inner object
                 or not (raw.isascii() or _utf8(raw))):  # Arrow does not check UTF-8 in strings
             slow.append(item)
         else:
@@ -461,8 +456,8 @@ def _url(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: l
     """`url`: URLs of the common spelling are reduced once per distinct (scheme, authority),
     found by one regex kernel; nearly every visited URL is distinct, its host is not.
     The others go value by value through `_distinct`."""
-    parts = pc.extract_regex(values, _URL_AUTHORITY)
-    simple = pc.fill_null(pc.and_(pc.is_valid(parts), pc.match_substring_regex(values, _URL_PRINTABLE)), False)
+    parts = pc.extract_regex(values, AUTHORITY_PATTERN)
+    simple = pc.fill_null(pc.and_(pc.is_valid(parts), pc.match_substring_regex(values, AUTHORITY_PRINTABLE)), False)
     if not pc.any(simple).as_py():
         return _distinct(ctx, rule, values, failed_rows)
     keys = pc.binary_join_element_wise(pc.ascii_lower(pc.struct_field(parts, "scheme")),

@@ -52,6 +52,17 @@ MAX_HOST_INPUT_CHARS = 4096  # before percent-decoding and IDNA; bounds the work
 MAX_HOST_CHARS = 253
 
 _STRIP = "".join(map(chr, range(0x21))) + "\ufeff"  # C0 controls, space, and a byte order mark
+# For callers holding many URLs (see UrlSanitizer.authority): a URL that matches both
+# patterns reduces to what `authority(scheme.lower(), authority)` gives, because `_parse`
+# then does nothing but what the pattern does: the scheme is one of DEFAULT_PORTS (as
+# `_SCHEME` reads it), the slashes after it are skipped, the authority runs to the first of
+# `/\\?#`, and user info up to its last `@` is left out (so that one host with many users is
+# one key). Printable ASCII only: no edge `_STRIP` would trim, no tab or newline `_parse`
+# would delete, no letter RE2's case folding takes for another (`ſ` for `s`), no space
+# (callers may use it to join scheme and authority).
+AUTHORITY_PRINTABLE = "^[!-~]*$"
+AUTHORITY_PATTERN = (rf"^(?P<scheme>(?i:{'|'.join(sorted(DEFAULT_PORTS))})):[/\\]*(?:[^/\\?#]*@)?"
+                     r"(?P<authority>[^/\\?#@]*)")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _SPECIAL_END = re.compile(r"[/\\?#]")  # authority ends here for special schemes and bare hosts
 _OTHER_END = re.compile(r"[/?#]")
@@ -255,10 +266,10 @@ class UrlSanitizer:
         return f"{scheme}//{host}{port}"
 
     def authority(self, scheme: str, authority: str) -> UrlParts:
-        """What `sanitize` gives for `scheme://authority/...` when `scheme` (lower case) is
-        one of DEFAULT_PORTS and `authority` holds none of `/\\?#` (user info in it is cut
-        off as usual): only the scheme, host and port decide the result, and they repeat
-        far more than whole URLs do, so a caller holding many URLs can ask once per authority."""
+        """What `sanitize` gives for a URL matching AUTHORITY_PRINTABLE and AUTHORITY_PATTERN,
+        from the pattern's lower-cased scheme and its authority: only they decide the result,
+        and they repeat far more than whole URLs do, so a caller holding many URLs can ask
+        once per authority."""
         try:
             return self._authority(scheme, authority, special=True)
         except Exception:  # noqa: BLE001 - as in sanitize: a record must never fail because of its URL
