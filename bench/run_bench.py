@@ -17,9 +17,10 @@ tree of forked or spawned workers is over- rather than under-stated). The input 
 once per (size, seed, generator source) and cached under bench/.data/; it is read once before
 the runs so every variant starts with the file in the page cache.
 
-With --repeat N the variants run in N rounds (a, b, c, d, a, b, c, d, ...): the machine's speed
-drifts over minutes, and rounds let every variant meet the same drift. The table shows each
-variant's median run; the ratios within each round are printed under it.
+With --repeat N the variants run in N rounds (a b c d, b c d a, c d a b, ...): the machine's
+speed drifts over minutes, and rounds let every variant meet the same drift. The table shows
+each variant's median run, and as ratios the median of the ratios within each round (listed
+under it).
 
 With --sizes, only the scaling runs are done: each variant in --only (default: a) at every
 size, to show records/s (linearity) and peak RSS (flatness) against input size.
@@ -227,8 +228,9 @@ class Run:
 
 def measure(variant: str, records: int, argv: list[str], out_dir: str, log_dir: str) -> Run:
     """Run `argv` from the repository root; wall time from fork to exit, tree RSS sampled meanwhile."""
-    out_path = os.path.join(log_dir, f"{variant}.stdout")
-    err_path = os.path.join(log_dir, f"{variant}.stderr")
+    name = os.path.basename(out_dir)  # one log per run: out-<variant>[-<size>]-<round>
+    out_path = os.path.join(log_dir, f"{name}.stdout")
+    err_path = os.path.join(log_dir, f"{name}.stderr")
     peak = [0, 0]
     done = threading.Event()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -396,26 +398,35 @@ def machine_lines(info: dict[str, str], startup: float | None) -> list[str]:
     return lines
 
 
-def comparison_table(runs: dict[str, Run], records: int, workers: int) -> list[str]:
-    ref_c = runs["c"].wall if "c" in runs and runs["c"].returncode == 0 else None
-    ref_d = runs["d"].wall if "d" in runs and runs["d"].returncode == 0 else None
+def ratios(all_runs: dict[str, list[Run]], v: str, ref: str) -> list[float]:
+    """wall(ref) / wall(v) in each round where both ran and succeeded (runs minutes apart)."""
+    if v not in all_runs or ref not in all_runs:
+        return []
+    return [r.wall / w.wall for r, w in zip(all_runs[ref], all_runs[v], strict=True)
+            if r.returncode == 0 and w.returncode == 0]
+
+
+def comparison_table(runs: dict[str, Run], all_runs: dict[str, list[Run]], records: int, workers: int) -> list[str]:
     lines = ["| variant | records | wall s | records/s | peak RSS MiB | ratio vs (c) | share of floor (d) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for v, run in runs.items():
         label = LABELS[v].format(workers=workers)
         if run.returncode != 0:
             label += f" **FAILED (exit {run.returncode})**"
+        vs_c, vs_d = ratios(all_runs, v, "c"), ratios(all_runs, v, "d")
         lines.append(
             f"| {label} | {records:,} | {run.wall:.1f} | {records / run.wall:,.0f} | {mib(run.peak_rss_kib):,.0f} | "
-            f"{fmt_ratio(ref_c / run.wall if ref_c else None)} | {fmt_pct(ref_d / run.wall if ref_d else None)} |")
+            f"{fmt_ratio(statistics.median(vs_c) if vs_c else None)} | "
+            f"{fmt_pct(statistics.median(vs_d) if vs_d else None)} |")
     lines += ["",
-              "ratio vs (c) = wall(c) / wall(variant): above 1 is faster than the per-element peer. "
-              "share of floor = wall(d) / wall(variant): the fraction of the no-policy floor's throughput reached. "
-              "records = input lines."]
+              "wall s, records/s, peak RSS: the variant's median run. "
+              "ratio vs (c) = wall(c) / wall(variant) within a round, median over the rounds: above 1 is faster "
+              "than the per-element peer. share of floor = wall(d) / wall(variant) likewise: the fraction of the "
+              "no-policy floor's throughput reached. records = input lines."]
     return lines
 
 
-def details_table(runs: dict[str, Run], all_walls: dict[str, list[float]]) -> list[str]:
+def details_table(runs: dict[str, Run], all_runs: dict[str, list[Run]]) -> list[str]:
     lines = ["| variant | CPU s (user+sys) | CPU / wall | largest process RSS MiB | processes | rows written | "
              "files | walls (round by round) |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -424,7 +435,7 @@ def details_table(runs: dict[str, Run], all_walls: dict[str, list[float]]) -> li
         rows = run.checks.get("rows")
         lines.append(f"| ({v}) | {cpu:.1f} | {cpu / run.wall:.2f} | {mib(run.largest_rss_kib):,.0f} | "
                      f"{run.max_procs} | {'–' if rows is None else f'{rows:,}'} | {run.checks.get('files', '–')} | "
-                     f"{', '.join(f'{w:.1f}' for w in all_walls[v])} |")
+                     f"{', '.join(f'{r.wall:.1f}' for r in all_runs[v])} |")
     lines.append("")
     lines.append("CPU s include waited-for child processes (the multi-processing workers). "
                  "processes = most processes seen at once in the tree.")
@@ -448,13 +459,15 @@ def write_result(name: str, text: str) -> str:
 
 
 def run_rounds(variants: list[str], n: int, input_path: str, tmp: str, workers: int, repeat: int, keep: bool,
-               tag: str = "") -> tuple[dict[str, Run], dict[str, list[float]]]:
+               tag: str = "") -> tuple[dict[str, Run], dict[str, list[Run]]]:
     """Run every variant `repeat` times, a round of all variants after another, so a change in the
-    machine's speed meets every variant alike; return each variant's median-wall run and its walls
-    in round order."""
+    machine's speed meets every variant alike; each round starts one variant later (a b c d,
+    b c d a, ...) so no variant always follows the same one. Returns each variant's median-wall
+    run (of an even number, the faster middle one) and all its runs in round order."""
     runs: dict[str, list[Run]] = {v: [] for v in variants}
     for i in range(repeat):
-        for v in variants:
+        shift = i % len(variants)
+        for v in variants[shift:] + variants[:shift]:
             out_dir = os.path.join(tmp, f"out-{v}{tag}-{i}")
             shutil.rmtree(out_dir, ignore_errors=True)
             print(f"  running ({v}) on {n:,} records{f' [round {i + 1}/{repeat}]' if repeat > 1 else ''} ...",
@@ -471,26 +484,24 @@ def run_rounds(variants: list[str], n: int, input_path: str, tmp: str, workers: 
         for r in done:
             if r is not medians[v] and not keep:
                 shutil.rmtree(r.out_dir, ignore_errors=True)
-    return medians, {v: [r.wall for r in done] for v, done in runs.items()}
+    return medians, runs
 
 
-def round_ratios(all_walls: dict[str, list[float]]) -> list[str]:
-    """Ratios within each round (runs minutes apart), next to the ratios of the medians."""
-    if len(next(iter(all_walls.values()))) < 2:
+def round_ratios(all_runs: dict[str, list[Run]]) -> list[str]:
+    """The ratios of every round, whose medians the table shows."""
+    if len(next(iter(all_runs.values()))) < 2:
         return []
     lines = []
     for ref, what in (("c", "vs (c)"), ("d", "share of floor (d)")):
-        if ref not in all_walls:
-            continue
         parts = []
         for v in ("a", "b"):
-            if v in all_walls:
-                ratios = [r / w for r, w in zip(all_walls[ref], all_walls[v], strict=True)]
-                shown = ", ".join(f"{x:.2f}x" if ref == "c" else f"{x:.0%}" for x in ratios)
+            found = ratios(all_runs, v, ref)
+            if found:
+                shown = ", ".join(f"{x:.2f}x" if ref == "c" else f"{x:.0%}" for x in found)
                 parts.append(f"({v}) {shown}")
         if parts:
             lines.append(f"- {what}, round by round: " + "; ".join(parts))
-    return ["Ratios within each round (the variants of one round run back to back):", *lines] if lines else []
+    return ["Ratios within each round (the table shows their medians):", *lines] if lines else []
 
 
 def count_lines(path: str) -> int:
@@ -515,7 +526,7 @@ def comparison(args, variants: list[str], info: dict[str, str], tmp: str) -> str
     startup = startup_seconds() if set(variants) & {"a", "b", "c"} else None
 
     before = source_fingerprint()
-    runs, all_walls = run_rounds(variants, n, input_path, tmp, args.workers, args.repeat, args.keep)
+    runs, all_runs = run_rounds(variants, n, input_path, tmp, args.workers, args.repeat, args.keep)
     # Checked after all runs, pipeline first: its report is the reference the peer is compared with.
     reference = None
     for v in sorted(runs, key=lambda v: v not in ("a", "b")):
@@ -534,8 +545,8 @@ def comparison(args, variants: list[str], info: dict[str, str], tmp: str) -> str
               f"`--as-of {AS_OF}`; repeats {args.repeat} (median shown)",
               ""]
     body = header + machine_lines(info, startup) + [fingerprint_line(before, source_fingerprint()), ""] \
-        + comparison_table(runs, n, args.workers) + [""] + round_ratios(all_walls) + [""] \
-        + details_table(runs, all_walls)
+        + comparison_table(runs, all_runs, n, args.workers) + [""] + round_ratios(all_runs) + [""] \
+        + details_table(runs, all_runs)
     return "\n".join(body) + "\n"
 
 
