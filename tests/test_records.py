@@ -319,3 +319,28 @@ def test_reportable_names_are_memoised_within_a_bound(ctx, monkeypatch):
         fresh.reportable_name(f"field_{i}")
         assert len(fresh._reportable) <= 5
     assert fresh.reportable_name("customer_email_address") == first  # same answer after a clear
+
+
+def test_first_copies_keeps_the_earliest_of_each_key_and_all_rows_without_retries():
+    import pyarrow as pa
+
+    from transforms.records import first_copies, keep_copies
+
+    retried = pa.table({"_key": [7, 3, 7, 9, 3], "_origin": [50, 10, 20, 40, 30], "v": list("abcde")})
+    kept = keep_copies(retried, first_copies(retried))
+    assert sorted(kept.column("v").to_pylist()) == ["b", "c", "d"]  # 7 -> origin 20, 3 -> 10, 9 -> 40
+    unique = pa.table({"_key": [1, 2, 3], "_origin": [30, 10, 20]})
+    assert sorted(first_copies(unique).to_pylist()) == [10, 20, 30]
+
+
+def test_as_written_puts_rows_in_input_order_and_drops_hidden_columns():
+    import pyarrow as pa
+
+    from transforms.records import as_written
+
+    shuffled = pa.table({"v": list("cab"), "_key": [1, 2, 3], "_origin": [30, 10, 20]})
+    assert as_written(shuffled).to_pydict() == {"v": ["a", "b", "c"]}
+    in_order = pa.concat_tables([pa.table({"v": ["a"], "_key": [1], "_origin": [10]}),
+                                 pa.table({"v": ["b", "c"], "_key": [2, 3], "_origin": [10, 40]})])
+    assert as_written(in_order).to_pydict() == {"v": ["a", "b", "c"]}
+    assert as_written(in_order.slice(0, 0)).num_rows == 0
