@@ -56,7 +56,7 @@ _STRIP = "".join(map(chr, range(0x21))) + "\ufeff"  # C0 controls, space, and a 
 # patterns reduces to what `authority(scheme.lower(), authority)` gives, because `_parse`
 # then does nothing but what the pattern does: the scheme is one of DEFAULT_PORTS (as
 # `_SCHEME` reads it), the slashes after it are skipped, the authority runs to the first of
-# `/\\?#`, and user info up to its last `@` is left out (so that one host with many users is
+# `/\?#`, and user info up to its last `@` is left out (so that one host with many users is
 # one key). Printable ASCII only: no edge `_STRIP` would trim, no tab or newline `_parse`
 # would delete, no letter RE2's case folding takes for another (`ſ` for `s`), no space
 # (callers may use it to join scheme and authority).
