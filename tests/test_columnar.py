@@ -20,8 +20,10 @@ from test_fast_path import SAMPLE, SAMPLE_GZ, assert_same, make_fragile
 import transforms.columnar as columnar
 from pipeline.sample import generate_lines
 from transforms.columnar import sanitize_columnar
+from transforms.fields import parse_rfc3339
 from transforms.records import SanitizeContext, sanitize_lines
 from transforms.reference import sanitize_lines_reference
+from transforms.withdrawals import micros
 
 URL_VISIT = {
     "schema_version": 1, "type": "url_visit", "event_id": "e-0", "device_id": "D-1", "user_id": "U-1",
@@ -290,11 +292,49 @@ def test_a_failing_transform_is_quarantined_as_on_the_plain_path(ctx, monkeypatc
         assert got.stats["quarantined/transform_error"] == 2
 
 
-def test_withdrawals_and_small_batches_take_the_plain_path(ctx):
-    lines = good_lines(10)
-    same_as_plain_path(ctx, lines, batch=10)
-    withdrawals = {fresh(ctx).device_hash("D-1"): {"ksn": 0}}
-    same_as_plain_path(ctx, good_lines(200), batch=200, withdrawals=withdrawals)
+def test_small_batches_take_the_plain_path(ctx, monkeypatch):
+    seen = spy_on_plain_path(monkeypatch)
+    same_as_plain_path(ctx, good_lines(10), batch=10)
+    assert len(seen) == 10
+
+
+def test_withdrawals_are_applied_on_the_columnar_path_as_on_the_plain_path(ctx, monkeypatch):
+    """Each of 40 devices withdraws one basis at the time of one of its own events (the
+    instant itself counts as withdrawn), so drops fall on both sides of the boundary."""
+    lines = list(generate_lines(4000, seed=23, dirty=True))
+    first_seen: dict[str, str] = {}
+    for line in lines:
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("device_id"), str) and isinstance(rec.get("ts"), str):
+            first_seen.setdefault(rec["device_id"], rec["ts"])
+    hashed = fresh(ctx)
+    withdrawals: dict = {}
+    for i, (device, ts) in enumerate(sorted(first_seen.items())[:40]):
+        try:
+            at = micros(parse_rfc3339(ts))
+        except ValueError:
+            continue
+        withdrawals[hashed.device_hash(device)] = {("ksn", "eula", "marketing", "antitheft")[i % 4]: at}
+    seen = spy_on_plain_path(monkeypatch)
+    results = same_as_plain_path(ctx, lines, batch=2000, withdrawals=withdrawals)
+    assert sum(r.stats["dropped/consent_withdrawn"] for r in results) > 50
+    assert len(seen) < len(lines) / 5  # the columnar path did the work
+
+
+def test_micros_is_exact_before_the_epoch_too():
+    """Withdrawal times and event times are compared in microseconds; the columnar path takes
+    them from Arrow's timestamp[us], so both must count the same on either side of 1970."""
+    from datetime import UTC, datetime
+
+    from schemas.policy import TIMESTAMP
+
+    times = [datetime(1969, 12, 31, 23, 59, 58, 500000, tzinfo=UTC), datetime(1901, 2, 3, 4, 5, 6, 7, tzinfo=UTC),
+             datetime(1970, 1, 1, tzinfo=UTC), datetime(2026, 11, 20, 10, 4, 5, 123456, tzinfo=UTC)]
+    assert [micros(t) for t in times] == pa.array(times, TIMESTAMP).cast(pa.int64()).to_pylist()
+    assert micros(times[0]) == -1_500_000
 
 
 def test_lines_cut_off_after_an_inner_object_never_reach_arrow(ctx, monkeypatch):

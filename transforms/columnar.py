@@ -124,7 +124,7 @@ def sanitize_columnar(ctx: SanitizeContext, source: str, source_index: int,
                       lines: list[tuple[int, bytes | None]],
                       withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
     """`sanitize_lines`, with the plainly well-formed lines done a record type at a time."""
-    if withdrawals or len(lines) < MIN_LINES:  # withdrawals are rare: those runs take the plain path
+    if len(lines) < MIN_LINES:
         return sanitize_lines(ctx, source, source_index, lines, withdrawals)
     plans, screen = _plans(ctx)
     max_bytes = ctx.policy.max_line_bytes
@@ -159,13 +159,13 @@ def sanitize_columnar(ctx: SanitizeContext, source: str, source_index: int,
     stats = result.stats
     fast_records = 0
     for name, (numbers, raws, said) in groups.items():
-        done, rerouted = _sanitize_type(ctx, plans[name], source_index, numbers, raws, said, result)
+        done, rerouted = _sanitize_type(ctx, plans[name], source_index, numbers, raws, said, result, withdrawals)
         fast_records += done
         slow.extend(zip((numbers[i] for i in rerouted), (raws[i] for i in rerouted), strict=True))
     stats["input_records"] += fast_records
     if slow:
         slow.sort(key=lambda item: item[0])
-        _merge(result, sanitize_lines(ctx, source, source_index, slow))
+        _merge(result, sanitize_lines(ctx, source, source_index, slow, withdrawals))
     return result
 
 
@@ -297,7 +297,8 @@ def _checked(plan: _TypePlan, table: pa.Table, said: pa.Array) -> tuple[pa.Array
 
 
 def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, numbers: list[int],
-                   raws: list[bytes], said: list[int], result: BatchResult) -> tuple[int, list[int]]:
+                   raws: list[bytes], said: list[int], result: BatchResult,
+                   withdrawals: dict[int, dict[str, int]] | None = None) -> tuple[int, list[int]]:
     """Sanitize one record type's candidate lines into `result`; returns (records done,
     indexes of lines for the plain path)."""
     tables, rerouted = _read(plan.options, raws)
@@ -329,7 +330,7 @@ def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, num
         if not len(rows):
             return 0, rerouted
     done = len(rows)
-    gated, rows, area_locked = _gates(ctx, plan.tpol, table, rows, result.stats)
+    gated, rows, area_locked = _gates(ctx, plan.tpol, table, rows, result.stats, withdrawals)
     failed = []
     if len(rows):
         failed = _write(ctx, plan.tpol, gated, rows, numbers, source_index, area_locked, result)
@@ -391,9 +392,9 @@ def _keep(table: pa.Table, rows: np.ndarray, ok: pa.Array, rerouted: list[int]) 
     return table.filter(ok), rows[flags]
 
 
-def _gates(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.ndarray,
-           stats: Counter) -> tuple[pa.Table, np.ndarray, pa.Array]:
-    """Children, consent, retention, in the order of `sanitize_lines`; drops are counted."""
+def _gates(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.ndarray, stats: Counter,
+           withdrawals: dict[int, dict[str, int]] | None = None) -> tuple[pa.Table, np.ndarray, pa.Array]:
+    """Children, consent, withdrawals, retention, in the order of `sanitize_lines`; drops are counted."""
     n = table.num_rows
     dropped = pa.array(np.zeros(n, dtype=bool))
     if not tpol.children_allowed:
@@ -407,6 +408,12 @@ def _gates(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
         if count:
             stats[f"dropped/consent_missing:{flag}"] += count
             dropped = pc.or_(dropped, missing)
+    if withdrawals:
+        withdrawn = pc.and_(pc.invert(dropped), _withdrawn(ctx, ctx.needed[tpol.name], table, withdrawals))
+        count = pc.sum(withdrawn).as_py() or 0
+        if count:
+            stats["dropped/consent_withdrawn"] += count
+            dropped = pc.or_(dropped, withdrawn)
     expired = pc.and_(pc.invert(dropped),
                       pc.less(table.column("event_time"), pa.scalar(ctx.expiry[tpol.name], TIMESTAMP)))
     locked = pa.array(np.zeros(n, dtype=bool))
@@ -423,6 +430,21 @@ def _gates(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
     if pc.all(keep).as_py():
         return table, rows, locked
     return table.filter(keep), rows[keep.to_numpy(zero_copy_only=False)], locked.filter(keep)
+
+
+def _withdrawn(ctx: SanitizeContext, needed: tuple[str, ...], table: pa.Table,
+               withdrawals: dict[int, dict[str, int]]) -> pa.Array:
+    """Rows dated at or after their device withdrew a basis the type needs (`withdrawn_basis`):
+    per distinct device, the earliest such withdrawal is looked up once."""
+    devices = pc.dictionary_encode(table.column("device_id").combine_chunks())
+    earliest = []
+    for device in devices.dictionary.to_pylist():
+        entry = withdrawals.get(ctx.device_hash(device)) or {}
+        times = [entry[basis] for basis in needed if basis in entry]
+        earliest.append(min(times) if times else None)
+    since = pa.array(earliest, pa.int64()).take(devices.indices)
+    event = pc.cast(table.column("event_time").combine_chunks(), pa.int64())  # microseconds, as `micros`
+    return pc.fill_null(pc.greater_equal(event, since), False)
 
 
 def _distinct(ctx: SanitizeContext, rule: FieldRule, values: pa.Array,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -71,8 +71,12 @@ def load_withdrawals(path: str, device_hash: Callable[[str], int]) -> dict[int, 
     return out
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def micros(dt: datetime) -> int:
-    return int(dt.timestamp()) * 1_000_000 + dt.microsecond
+    """Microseconds since the epoch, exact on both sides of it (as Arrow's timestamp[us] holds them)."""
+    return (dt - _EPOCH) // timedelta(microseconds=1)
 
 
 def withdrawn_basis(entry: dict[str, int] | None, needed: tuple[str, ...], event_micros: int) -> str | None:
