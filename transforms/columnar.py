@@ -37,6 +37,7 @@ from transforms.records import (
     sanitize_lines,
 )
 from transforms.urls import AUTHORITY_PATTERN, AUTHORITY_PRINTABLE
+from transforms.withdrawals import earliest_withdrawal
 
 MIN_LINES = 64  # smaller batches are not worth Arrow's per-call cost: they go to sanitize_lines whole
 _TYPE_TAG = b'"type":"'
@@ -437,11 +438,8 @@ def _withdrawn(ctx: SanitizeContext, needed: tuple[str, ...], table: pa.Table,
     """Rows dated at or after their device withdrew a basis the type needs (`withdrawn_basis`):
     per distinct device, the earliest such withdrawal is looked up once."""
     devices = pc.dictionary_encode(table.column("device_id").combine_chunks())
-    earliest = []
-    for device in devices.dictionary.to_pylist():
-        entry = withdrawals.get(ctx.device_hash(device)) or {}
-        times = [entry[basis] for basis in needed if basis in entry]
-        earliest.append(min(times) if times else None)
+    earliest = [earliest_withdrawal(withdrawals.get(ctx.device_hash(device)), needed)
+                for device in devices.dictionary.to_pylist()]
     since = pa.array(earliest, pa.int64()).take(devices.indices)
     event = pc.cast(table.column("event_time").combine_chunks(), pa.int64())  # microseconds, as `micros`
     return pc.fill_null(pc.greater_equal(event, since), False)

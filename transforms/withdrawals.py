@@ -87,3 +87,11 @@ def withdrawn_basis(entry: dict[str, int] | None, needed: tuple[str, ...], event
             if at is not None and event_micros >= at:
                 return basis
     return None
+
+
+def earliest_withdrawal(entry: dict[str, int] | None, needed: tuple[str, ...]) -> int | None:
+    """When a device withdrew the first of the needed bases (microseconds), if it did: a record
+    at or after it is withdrawn, exactly when `withdrawn_basis` names a basis. For callers
+    that compare many records of one device at once."""
+    times = [entry[basis] for basis in needed if basis in entry] if entry else []
+    return min(times) if times else None
