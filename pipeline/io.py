@@ -27,6 +27,15 @@ from transforms.records import PartitionKey, as_written, first_copies, keep_copi
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER = 1 << 20
 COMPRESSION = "zstd"
+SMALL_FILE_ROWS = 16  # files of at most this many rows are written uncompressed
+
+
+def parquet_compression(rows: int) -> str:
+    """zstd, except for files of a few rows (most partitions of a run spread over many
+    days): there zstd costs ~20 us per column chunk, 0.42 ms per file of 23 columns, and
+    makes the file larger, not smaller (1 row: 7.1 KB vs 6.7 KB; 16 rows: 8.2 vs 8.1 KB;
+    64 rows: 8.5 vs 10.4 KB)."""
+    return "none" if rows <= SMALL_FILE_ROWS else COMPRESSION
 
 
 def open_telemetry(path: str):
@@ -212,8 +221,29 @@ def read_staging(path: str) -> pa.Table:
     return pa.ipc.open_file(pa.memory_map(path, "r")).read_all()
 
 
+def inline_piece(table: pa.Table) -> bytes:
+    """A small staged table carried in the element itself (Arrow IPC stream bytes)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def read_piece(piece: str | bytes) -> pa.Table:
+    """A staged table: a staging file's path, or the bytes of `inline_piece`."""
+    if isinstance(piece, bytes):
+        return pa.ipc.open_stream(piece).read_all()
+    return read_staging(piece)
+
+
 class _StageWriter(beam.DoFn):
     """Buffers sanitized tables per partition and writes staging files of whole batches.
+
+    A small flush (most partitions of a run spread over many days hold a row or
+    a few) travels inline, as IPC bytes in the element, instead of as a file:
+    writing, finding and reading back a staging file cost ~0.3 ms, the bytes
+    ~0.04 ms. What a worker sends inline is capped (INLINE_BUDGET), since a
+    runner holds grouped elements until the partitions are finalised.
 
     With `flush_each`, every table is written as it arrives and its file is
     emitted from process(): for runners that drop what finish_bundle emits
@@ -224,6 +254,8 @@ class _StageWriter(beam.DoFn):
     FLUSH_TOTAL = 100_000  # across partitions: bounds memory whatever the skew
     MAX_PARTITIONS = 256  # buffered at once: each small table costs far more than its rows
     COMPACT_TABLES = 4  # buffered tables per partition before they are merged
+    INLINE_BYTES = 64 << 10  # a flush whose table is at most this large travels inline ...
+    INLINE_BUDGET = 16 << 20  # ... until the worker has sent this much inline
 
     def __init__(self, staging_dir: str, flush_each: bool = False) -> None:
         self.staging_dir = staging_dir
@@ -231,6 +263,7 @@ class _StageWriter(beam.DoFn):
 
     def setup(self) -> None:
         self.made: set[str] = set()  # directories this worker created already
+        self.inline_left = self.INLINE_BUDGET
 
     def start_bundle(self) -> None:
         # Insertion order = least recently fed first: when too many partitions are
@@ -255,15 +288,20 @@ class _StageWriter(beam.DoFn):
         while len(self.buffers) > self.MAX_PARTITIONS:
             yield self._flush(next(iter(self.buffers)))
 
-    def _flush(self, key: PartitionKey) -> tuple[tuple, str]:
+    def _flush(self, key: PartitionKey) -> tuple[tuple, str | bytes]:
         tables = self.buffers.pop(key)
         self.total -= self.rows.pop(key)
+        table = pa.concat_tables(tables)
+        if table.nbytes <= self.INLINE_BYTES and self.inline_left > 0:
+            piece = inline_piece(table)
+            self.inline_left -= len(piece)
+            return tuple(key), piece
         directory = os.path.join(self.staging_dir, "parts", partition_dir(key))
         if directory not in self.made:
             make_dir(directory)
             self.made.add(directory)
         path = os.path.join(directory, f"{uuid.uuid4().hex}.arrow")
-        write_staging(pa.concat_tables(tables), path)
+        write_staging(table, path)
         return tuple(key), path
 
     def finish_bundle(self):
@@ -273,11 +311,12 @@ class _StageWriter(beam.DoFn):
 
 def _write_file(tables: list[pa.Table], path: str) -> None:
     """One final Parquet file: rows in input order, hidden columns removed."""
-    pq.write_table(as_written(pa.concat_tables(tables)), path, compression=COMPRESSION)
+    table = as_written(pa.concat_tables(tables))
+    pq.write_table(table, path, compression=parquet_compression(table.num_rows))
 
 
 class _FinalizePartition(beam.DoFn):
-    """All staging files of one partition -> final Parquet, producer retries removed.
+    """All staged tables of one partition (files or inline bytes) -> final Parquet, producer retries removed.
 
     Only the 16 bytes of hidden key and order per row are held for the whole
     partition; rows are then streamed file by file. Of several rows with one
@@ -312,10 +351,10 @@ class _FinalizePartition(beam.DoFn):
         if pool is not None:
             pool.shutdown(wait=True)
 
-    def process(self, element: tuple[tuple, list[str]]):
+    def process(self, element: tuple[tuple, list[str | bytes]]):
         key = PartitionKey(*element[0])
-        paths = sorted(element[1])
-        hidden = [read_staging(p).select(["_key", "_origin"]) for p in paths]
+        pieces = sorted(element[1], key=lambda piece: (isinstance(piece, bytes), piece))
+        hidden = [read_piece(p).select(["_key", "_origin"]) for p in pieces]
         keys = pa.concat_tables(hidden)
         keep = first_copies(keys)
         duplicates = keys.num_rows - len(keep)
@@ -334,8 +373,8 @@ class _FinalizePartition(beam.DoFn):
             part += 1
             pending, pending_rows = [], 0
 
-        for path in paths:
-            table = read_staging(path)
+        for piece in pieces:
+            table = read_piece(piece)
             if duplicates:
                 table = keep_copies(table, keep)
             pending.append(table)
@@ -407,7 +446,7 @@ class _QuarantineWriter(beam.DoFn):
         table = pa.concat_tables(self.pending).sort_by([("source_file", "ascending"), ("line_number", "ascending")])
         os.makedirs(self.directory, exist_ok=True)
         name = f"part-{self.file_prefix}-{uuid.uuid4().hex[:12]}.parquet"
-        pq.write_table(table, os.path.join(self.directory, name), compression=COMPRESSION)
+        pq.write_table(table, os.path.join(self.directory, name), compression=parquet_compression(table.num_rows))
         self.pending, self.rows = [], 0
         return Counter({"files_written": 1, "written/_quarantine": table.num_rows})
 

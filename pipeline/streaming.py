@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms import trigger, window
 
 from pipeline.graph import QUARANTINE, STATS, SumCounters, gc_paused
-from pipeline.io import COMPRESSION, partition_dir
+from pipeline.io import parquet_compression, partition_dir
 from transforms.columnar import sanitize_columnar
 from transforms.records import (
     QUARANTINE_SCHEMA,
@@ -93,7 +93,7 @@ class _SanitizeWindowBatch(beam.DoFn):
 def _atomic_write(table: pa.Table, directory: str, name: str) -> None:
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp, compression=COMPRESSION)
+    pq.write_table(table, tmp, compression=parquet_compression(table.num_rows))
     os.replace(tmp, os.path.join(directory, name))
 
 

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.io import COMPRESSION
+from pipeline.io import parquet_compression
 from pipeline.run import ConfigError, load_key
 from schemas.policy import Policy, PolicyError, load_policy
 from transforms.pseudonym import Pseudonymizer
@@ -306,7 +306,7 @@ def rewrite_without(path: Path, keep: pa.Table) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     try:
         with open(tmp, "wb") as fh:
-            pq.write_table(keep, fh, compression=COMPRESSION)
+            pq.write_table(keep, fh, compression=parquet_compression(keep.num_rows))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

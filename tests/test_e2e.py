@@ -14,6 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.io import SMALL_FILE_ROWS
 from pipeline.sample import LEGIT_VALUES, PLANTED_SECRETS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +101,7 @@ def test_legitimate_values_survive(sample_run):
 
 def test_layout_and_readers(sample_run, policy):
     out, _, report = sample_run
+    compressions = set()
     for rtype, n in report["output_records"].items():
         assert (out / rtype).is_dir()
         files = list((out / rtype).rglob("*.parquet"))
@@ -107,12 +109,16 @@ def test_layout_and_readers(sample_run, policy):
             rel = f.relative_to(out / rtype).parts
             assert rel[0].startswith("user_region=") and rel[1].startswith("event_date=")
             assert pq.read_schema(f).remove_metadata() == policy.file_schema(rtype).remove_metadata()
-            assert pq.ParquetFile(f).metadata.row_group(0).column(0).compression == "ZSTD"
+            meta = pq.ParquetFile(f).metadata
+            codec = "ZSTD" if meta.num_rows > SMALL_FILE_ROWS else "UNCOMPRESSED"
+            compressions.update(meta.row_group(0).column(i).compression for i in range(meta.num_columns))
+            assert {meta.row_group(0).column(i).compression for i in range(meta.num_columns)} == {codec}, f
         table = ds.dataset(out / rtype, format="parquet", partitioning="hive").to_table()
         assert table.num_rows == n
         assert set(table.column("user_region").to_pylist()) <= {"EEA", "UK", "ROW", "UNKNOWN"}
         got = duckdb.sql(f"select count(*) from read_parquet('{out / rtype}/**/*.parquet', hive_partitioning=true)")
         assert got.fetchone()[0] == n
+    assert compressions == {"ZSTD", "UNCOMPRESSED"}  # the sample has partitions of both sizes
     quarantine = pq.read_table(out / "_quarantine")
     assert quarantine.num_rows == sum(report["quarantined"].values())
     assert {"source_file", "line_number", "reason", "line_excerpt"} <= set(quarantine.column_names)

@@ -32,3 +32,69 @@ def test_reading_lines_equals_plain_splitting_whatever_the_read_size(monkeypatch
         monkeypatch.setattr(io, "READ_BUFFER", rnd.randrange(1, 9))
         got = list(io.iter_lines(stdio.BytesIO(data), max_bytes))
         assert got == list(enumerate(reference_lines(data, max_bytes), 1)), (data, max_bytes, io.READ_BUFFER)
+
+
+def _stage(writer: io._StageWriter, elements) -> list:
+    writer.setup()
+    writer.start_bundle()
+    out = [e for element in elements for e in writer.process(element)]
+    out += [wv.value for wv in writer.finish_bundle()]
+    return out
+
+
+def _finalise(tmp_path, grouped: dict) -> tuple[dict, list]:
+    import collections
+
+    import pyarrow.parquet as pq
+
+    fn = io._FinalizePartition(str(tmp_path / "final"), "t")
+    fn.setup()
+    stats = collections.Counter()
+    for key, pieces in grouped.items():
+        for counts in fn.process((key, pieces)):
+            stats.update(counts)
+    fn.finish_bundle()
+    fn.teardown()
+    rows = {}
+    for f in sorted((tmp_path / "final").rglob("*.parquet")):
+        rows[str(f.relative_to(tmp_path / "final").parent)] = pq.read_table(f).to_pylist()
+    return rows, stats
+
+
+def test_small_staged_tables_travel_inline_and_finalise_like_files(tmp_path, monkeypatch):
+    """Small flushes go as bytes, large ones (or all, once the budget is spent) as files;
+    the final files, retries removed across pieces of both kinds, are the same either way."""
+    import pyarrow as pa
+
+    from transforms.records import PartitionKey
+
+    def table(keys, origins):
+        return pa.table({"v": [f"r{o}" for o in origins], "_key": pa.array(keys, pa.int64()),
+                         "_origin": pa.array(origins, pa.int64())})
+
+    small = PartitionKey("data", "wifi", "EEA", "2026-01-01")
+    large = PartitionKey("data", "wifi", "EEA", "2026-01-02")
+    elements = [
+        (tuple(small), table([1, 2], [30, 31])),
+        (tuple(large), table(list(range(5000)), list(range(100, 5100)))),
+        (tuple(small), table([2, 3], [10, 11])),  # key 2 again: the copy of origin 10 is first
+    ]
+    monkeypatch.setattr(io._StageWriter, "MAX_PARTITIONS", 1)  # flush each partition as another arrives
+    outputs = {}
+    for budget in (16 << 20, 0):
+        monkeypatch.setattr(io._StageWriter, "INLINE_BUDGET", budget)
+        staged = _stage(io._StageWriter(str(tmp_path / f"staging{budget}")), elements)
+        kinds = {(PartitionKey(*k), type(piece)) for k, piece in staged}
+        if budget:
+            assert kinds == {(small, bytes), (large, str)}
+        else:
+            assert kinds == {(small, str), (large, str)}
+        grouped: dict = {}
+        for k, piece in staged:
+            grouped.setdefault(k, []).append(piece)
+        assert len(grouped[tuple(small)]) == 2
+        outputs[budget] = _finalise(tmp_path / f"out{budget}", grouped)
+    assert outputs[16 << 20] == outputs[0]
+    rows, stats = outputs[0]
+    assert [r["v"] for r in rows["wifi/user_region=EEA/event_date=2026-01-01"]] == ["r10", "r11", "r30"]
+    assert stats["dropped/duplicate"] == 1 and stats["written/wifi"] == 5003
