@@ -138,8 +138,9 @@ def _write_stats(stats: Counter, path: str) -> None:
 
 def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: SanitizeContext,
                    batch_lines: int = 20000, file_prefix: str = "run", withdrawals_path: str | None = None,
-                   flush_each: bool = False) -> None:
-    """Attach the sanitizing graph to `p`; results land in `staging_dir`. `flush_each`: see io._StageWriter."""
+                   flush_each: bool = False, inline_small: bool = False) -> None:
+    """Attach the sanitizing graph to `p`; results land in `staging_dir`. `flush_each`: see
+    io._StageWriter; `inline_small`: see io.WriteMinimizedParquet."""
     batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes)
     withdrawals = None
     if withdrawals_path:
@@ -147,7 +148,7 @@ def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: Sa
                        | "LoadWithdrawals" >> beam.ParDo(_LoadWithdrawals(ctx)))
     sanitized = batches | "SanitizeRecords" >> SanitizeRecords(ctx, withdrawals)
     write_stats = sanitized[RECORDS] | "WriteMinimizedParquet" >> WriteMinimizedParquet(
-        staging_dir, file_prefix, flush_each)
+        staging_dir, file_prefix, flush_each, inline_small)
     quarantine_stats = sanitized[QUARANTINE] | "WriteQuarantine" >> WriteQuarantine(
         staging_dir, file_prefix, flush_each)
     (

@@ -239,11 +239,13 @@ def read_piece(piece: str | bytes) -> pa.Table:
 class _StageWriter(beam.DoFn):
     """Buffers sanitized tables per partition and writes staging files of whole batches.
 
-    A small flush (most partitions of a run spread over many days hold a row or
-    a few) travels inline, as IPC bytes in the element, instead of as a file:
-    writing, finding and reading back a staging file cost ~0.3 ms, the bytes
-    ~0.04 ms. What a worker sends inline is capped (INLINE_BUDGET), since a
-    runner holds grouped elements until the partitions are finalised.
+    With `inline_budget`, a small flush (most partitions of a run spread over
+    many days hold a row or a few) travels inline, as IPC bytes in the element,
+    instead of as a file: writing, finding and reading back a staging file cost
+    ~0.3 ms, the bytes ~0.04 ms. What a worker sends inline is capped by the
+    budget, since the runner holds grouped elements until the partitions are
+    finalised. Only worth it when the runner keeps them in this process (see
+    `WriteMinimizedParquet`).
 
     With `flush_each`, every table is written as it arrives and its file is
     emitted from process(): for runners that drop what finish_bundle emits
@@ -255,15 +257,16 @@ class _StageWriter(beam.DoFn):
     MAX_PARTITIONS = 256  # buffered at once: each small table costs far more than its rows
     COMPACT_TABLES = 4  # buffered tables per partition before they are merged
     INLINE_BYTES = 64 << 10  # a flush whose table is at most this large travels inline ...
-    INLINE_BUDGET = 16 << 20  # ... until the worker has sent this much inline
+    INLINE_BUDGET = 16 << 20  # ... until the worker has sent this much inline (when inlining)
 
-    def __init__(self, staging_dir: str, flush_each: bool = False) -> None:
+    def __init__(self, staging_dir: str, flush_each: bool = False, inline_budget: int = 0) -> None:
         self.staging_dir = staging_dir
         self.flush_each = flush_each
+        self.inline_budget = inline_budget
 
     def setup(self) -> None:
         self.made: set[str] = set()  # directories this worker created already
-        self.inline_left = self.INLINE_BUDGET
+        self.inline_left = self.inline_budget
 
     def start_bundle(self) -> None:
         # Insertion order = least recently fed first: when too many partitions are
@@ -402,17 +405,23 @@ class WriteMinimizedParquet(beam.PTransform):
     Emits the write statistics (rows written, duplicates removed) as Counters.
     """
 
-    def __init__(self, staging_dir: str, file_prefix: str = "run", flush_each: bool = False) -> None:
+    def __init__(self, staging_dir: str, file_prefix: str = "run", flush_each: bool = False,
+                 inline_small: bool = False) -> None:
         super().__init__()
         self.staging_dir = staging_dir
         self.file_prefix = file_prefix
         self.flush_each = flush_each
+        # Small partition pieces inside the grouped elements rather than as staging files:
+        # only for a runner that keeps grouped elements in this process. With Beam's
+        # multi_processing workers, 8-15 MB sent inline raised the peak RSS of the process
+        # tree by 240-330 MiB (measured, cause not found), so other runners use files.
+        self.inline_budget = _StageWriter.INLINE_BUDGET if inline_small else 0
 
     def expand(self, tables):
         final = os.path.join(self.staging_dir, "final")
         return (
             tables
-            | "StageFiles" >> beam.ParDo(_StageWriter(self.staging_dir, self.flush_each))
+            | "StageFiles" >> beam.ParDo(_StageWriter(self.staging_dir, self.flush_each, self.inline_budget))
             | "GroupByPartition" >> beam.GroupByKey()
             | "FinalizePartitions" >> beam.ParDo(_FinalizePartition(final, self.file_prefix))
         )

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow.parquet as pq
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline.files import InputError, expand_inputs
 from pipeline.graph import build_pipeline
@@ -111,6 +111,15 @@ def publish(final_dir: str, out: str, managed: set[str], run_id: str, append: bo
     shutil.rmtree(trash)
 
 
+def grouped_in_process(options: PipelineOptions) -> bool:
+    """Whether the runner keeps grouped elements in this process: Beam's FnApiRunner (or the
+    DirectRunner running it) in its in_memory mode. Small partition pieces then travel
+    inside the elements instead of as staging files (see io.WriteMinimizedParquet)."""
+    runner = options.view_as(StandardOptions).runner or DEFAULT_RUNNER
+    return (runner in ("FnApiRunner", "DirectRunner")
+            and options.view_as(DirectOptions).direct_running_mode == "in_memory")
+
+
 def run(argv: list[str]) -> int:
     """Entry point of `python -m pipeline --input ... --output ...`."""
     started = time.time()
@@ -167,7 +176,8 @@ def run(argv: list[str]) -> int:
         with dask_cluster(options) if on_dask else contextlib.nullcontext():
             p = beam.Pipeline(options=options)
             build_pipeline(p, files, staging, ctx, batch_lines=opts.batch_lines, file_prefix=run_id,
-                           withdrawals_path=withdrawals, flush_each=on_dask)
+                           withdrawals_path=withdrawals, flush_each=on_dask,
+                           inline_small=grouped_in_process(options))
             result = p.run()
             try:
                 result.wait_until_finish()

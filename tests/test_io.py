@@ -81,9 +81,8 @@ def test_small_staged_tables_travel_inline_and_finalise_like_files(tmp_path, mon
     ]
     monkeypatch.setattr(io._StageWriter, "MAX_PARTITIONS", 1)  # flush each partition as another arrives
     outputs = {}
-    for budget in (16 << 20, 0):
-        monkeypatch.setattr(io._StageWriter, "INLINE_BUDGET", budget)
-        staged = _stage(io._StageWriter(str(tmp_path / f"staging{budget}")), elements)
+    for budget in (io._StageWriter.INLINE_BUDGET, 0):
+        staged = _stage(io._StageWriter(str(tmp_path / f"staging{budget}"), inline_budget=budget), elements)
         kinds = {(PartitionKey(*k), type(piece)) for k, piece in staged}
         if budget:
             assert kinds == {(small, bytes), (large, str)}
@@ -94,7 +93,23 @@ def test_small_staged_tables_travel_inline_and_finalise_like_files(tmp_path, mon
             grouped.setdefault(k, []).append(piece)
         assert len(grouped[tuple(small)]) == 2
         outputs[budget] = _finalise(tmp_path / f"out{budget}", grouped)
-    assert outputs[16 << 20] == outputs[0]
+    assert outputs[io._StageWriter.INLINE_BUDGET] == outputs[0]
     rows, stats = outputs[0]
     assert [r["v"] for r in rows["wifi/user_region=EEA/event_date=2026-01-01"]] == ["r10", "r11", "r30"]
     assert stats["dropped/duplicate"] == 1 and stats["written/wifi"] == 5003
+
+
+def test_small_pieces_travel_inline_only_where_the_runner_groups_in_process():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.run import grouped_in_process
+
+    def inline(*flags):
+        return grouped_in_process(PipelineOptions(list(flags)))
+
+    assert inline() and inline("--runner=FnApiRunner") and inline("--runner=DirectRunner")
+    assert inline("--runner=FnApiRunner", "--direct_num_workers=2")  # in_memory: still one process
+    assert not inline("--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing")
+    assert not inline("--runner=FnApiRunner", "--direct_running_mode=multi_threading")
+    assert not inline("--runner=apache_beam.runners.dask.dask_runner.DaskRunner")
+    assert not inline("--runner=DataflowRunner")
