@@ -415,8 +415,8 @@ class WriteMinimizedParquet(beam.PTransform):
         # only for a runner that keeps grouped elements in this process. With Beam's
         # multi_processing workers, 8-15 MB sent inline raised the peak RSS of the process
         # tree by 240-330 MiB, outside Python's heap (tracemalloc in the runner process saw
-        # the 15 MB of pieces and 74 MiB in all): the transport between the processes keeps
-        # it. Other runners use files.
+        # the 15 MB of pieces and 74 MiB in all), presumably in the transport between the
+        # processes. Other runners use files.
         self.inline_budget = _StageWriter.INLINE_BUDGET if inline_small else 0
 
     def expand(self, tables):
