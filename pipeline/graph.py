@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import apache_beam as beam
 
-from pipeline.io import ReadTelemetry, WriteMinimizedParquet, WriteQuarantine
+from pipeline.io import CHUNK_BYTES, ReadTelemetry, WriteMinimizedParquet, WriteQuarantine
 from transforms.columnar import sanitize_columnar
 from transforms.records import SanitizeContext
 from transforms.withdrawals import load_withdrawals
@@ -138,10 +138,11 @@ def _write_stats(stats: Counter, path: str) -> None:
 
 def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: SanitizeContext,
                    batch_lines: int = 20000, file_prefix: str = "run", withdrawals_path: str | None = None,
-                   flush_each: bool = False, inline_small: bool = False) -> None:
+                   flush_each: bool = False, inline_small: bool = False,
+                   chunk_bytes: int | None = CHUNK_BYTES) -> None:
     """Attach the sanitizing graph to `p`; results land in `staging_dir`. `flush_each`: see
-    io._StageWriter; `inline_small`: see io.WriteMinimizedParquet."""
-    batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes)
+    io._StageWriter; `inline_small`: see io.WriteMinimizedParquet; `chunk_bytes`: see io.plan_chunks."""
+    batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes, chunk_bytes)
     withdrawals = None
     if withdrawals_path:
         withdrawals = (p | "WithdrawalsFile" >> beam.Create([withdrawals_path])

@@ -89,12 +89,14 @@ def iter_lines(stream, max_bytes: int) -> Iterator[tuple[int, bytes]]:
 CHUNK_BYTES = 32 << 20  # plain files are split at line boundaries into chunks this size
 
 
-def plan_chunks(files: list[str], chunk_bytes: int = CHUNK_BYTES) -> list[tuple[int, str, int, int, int]]:
+def plan_chunks(files: list[str], chunk_bytes: int | None = CHUNK_BYTES) -> list[tuple[int, str, int, int, int]]:
     """(file index, path, start byte, end byte or -1, first line number) per chunk.
 
     Plain files are cut at newlines every `chunk_bytes` and the newlines before
     each cut are counted (a fast scan), so chunks can be read by different
-    workers and still report exact line numbers. A gzip file is one chunk.
+    workers and still report exact line numbers. A gzip file is one chunk, and
+    so is every file when `chunk_bytes` is None (one worker: nothing to spread,
+    and no scan: ~0.25 s per GB).
     """
     chunks = []
     for index, path in enumerate(files):
@@ -105,6 +107,9 @@ def plan_chunks(files: list[str], chunk_bytes: int = CHUNK_BYTES) -> list[tuple[
                 continue
             start, line = 0, 1
             while start < size:
+                if chunk_bytes is None or start + chunk_bytes >= size:
+                    chunks.append((index, path, start, -1, line))
+                    break
                 fh.seek(start + chunk_bytes)
                 end = start + chunk_bytes + len(fh.readline())  # cut after the next newline
                 if end >= size:
@@ -174,7 +179,7 @@ class ReadTelemetry(beam.PTransform):
     """
 
     def __init__(self, files: list[str], batch_lines: int = 5000, max_line_bytes: int = 1 << 20,
-                 chunk_bytes: int = CHUNK_BYTES) -> None:
+                 chunk_bytes: int | None = CHUNK_BYTES) -> None:
         super().__init__()
         self.chunks = plan_chunks(files, chunk_bytes)
         self.batch_lines = batch_lines

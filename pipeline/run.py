@@ -27,6 +27,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from pipeline.files import InputError, expand_inputs
 from pipeline.graph import build_pipeline
+from pipeline.io import CHUNK_BYTES
 from pipeline.options import DEFAULT_RUNNER, SanitizerOptions
 from pipeline.report import build_report, summary
 from schemas.policy import PolicyError, load_policy
@@ -120,6 +121,12 @@ def grouped_in_process(options: PipelineOptions) -> bool:
             and options.view_as(DirectOptions).direct_running_mode == "in_memory")
 
 
+def one_worker(options: PipelineOptions) -> bool:
+    """Whether one in-process worker reads everything: then each input file is one chunk
+    (nothing to spread, and the newline scan that numbers chunks is skipped)."""
+    return grouped_in_process(options) and options.view_as(DirectOptions).direct_num_workers == 1
+
+
 def run(argv: list[str]) -> int:
     """Entry point of `python -m pipeline --input ... --output ...`."""
     started = time.time()
@@ -177,7 +184,8 @@ def run(argv: list[str]) -> int:
             p = beam.Pipeline(options=options)
             build_pipeline(p, files, staging, ctx, batch_lines=opts.batch_lines, file_prefix=run_id,
                            withdrawals_path=withdrawals, flush_each=on_dask,
-                           inline_small=grouped_in_process(options))
+                           inline_small=grouped_in_process(options),
+                           chunk_bytes=None if one_worker(options) else CHUNK_BYTES)
             result = p.run()
             try:
                 result.wait_until_finish()

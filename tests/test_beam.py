@@ -84,6 +84,11 @@ def test_chunked_reading_keeps_exact_line_numbers(tmp_path):
         numbered = (p | ReadTelemetry([str(path)], batch_lines=7, chunk_bytes=4096)
                     | beam.FlatMap(lambda b: [(n, raw) for n, raw in b[2]]))
         assert_that(numbered, equal_to(list(enumerate(lines, 1))))
+    assert plan_chunks([str(path)], chunk_bytes=None) == [(0, str(path), 0, -1, 1)]  # one worker: whole file
+    with TestPipeline(runner=RUNNER) as p:
+        whole = (p | ReadTelemetry([str(path)], batch_lines=7, chunk_bytes=None)
+                 | beam.FlatMap(lambda b: [(n, raw) for n, raw in b[2]]))
+        assert_that(whole, equal_to(list(enumerate(lines, 1))))
 
 
 def test_gc_paused_restores_the_collector_state_even_after_an_error():

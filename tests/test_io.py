@@ -114,3 +114,17 @@ def test_small_pieces_travel_inline_only_where_the_runner_groups_in_process():
     assert not inline("--runner=FnApiRunner", "--direct_running_mode=multi_threading")
     assert not inline("--runner=apache_beam.runners.dask.dask_runner.DaskRunner")
     assert not inline("--runner=DataflowRunner")
+
+
+def test_files_are_read_whole_only_by_a_single_in_process_worker():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.run import one_worker
+
+    def whole(*flags):
+        return one_worker(PipelineOptions(list(flags)))
+
+    assert whole() and whole("--runner=FnApiRunner") and whole("--runner=DirectRunner")
+    assert not whole("--runner=FnApiRunner", "--direct_num_workers=2")
+    assert not whole("--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing")
+    assert not whole("--runner=apache_beam.runners.dask.dask_runner.DaskRunner")
