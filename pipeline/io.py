@@ -96,7 +96,7 @@ def plan_chunks(files: list[str], chunk_bytes: int | None = CHUNK_BYTES) -> list
     each cut are counted (a fast scan), so chunks can be read by different
     workers and still report exact line numbers. A gzip file is one chunk, and
     so is every file when `chunk_bytes` is None (one worker: nothing to spread,
-    and no scan: ~0.25 s per GB).
+    and no newline scan: 0.21-0.26 s for a 547 MB file).
     """
     chunks = []
     for index, path in enumerate(files):
