@@ -1,6 +1,6 @@
 """Throughput and memory benchmark of the sanitizer against a stock-Beam peer and a no-policy floor.
 
-    python bench/run_bench.py [--records 1000000] [--only a,b,c,d] [--keep] [--repeat 1]
+    python bench/run_bench.py [--records 1000000] [--only a,b,c,d,e] [--keep] [--repeat 1]
     python bench/run_bench.py --sizes 100000,1000000,5000000 [--only a]
 
 Variants, each run as its own subprocess on the same input file:
@@ -10,6 +10,9 @@ Variants, each run as its own subprocess on the same input file:
   (b) the same with --runner=FnApiRunner --direct_num_workers=N --direct_running_mode=multi_processing
   (c) bench/peer_stock_beam.py: the obvious per-element stock-Beam design, same policy code, same runner
   (d) bench/floor_arrow.py: parse + write zstd Parquet with no policy at all, plain Python, no Beam
+  (e) bench/upper_bound.py: the pipeline's own reading machinery (screen, route by type, Arrow with
+      the narrow schemas, bad lines isolated) and one Parquet file per type and block, no policy,
+      no Beam, in N processes: what this design could reach if the policy cost nothing
 
 Wall time includes interpreter start-up. Peak RSS is the largest sum of VmRSS over the process
 and all its descendants, sampled every 0.1 s (shared pages are counted once per process, so a
@@ -65,6 +68,7 @@ LABELS = {
     "b": "(b) pipeline, FnApiRunner multi_processing x{workers}",
     "c": "(c) stock Beam per-element peer",
     "d": "(d) floor: orjson/Arrow -> Parquet, no policy",
+    "e": "(e) upper bound: the pipeline's reading and writing, no policy, {workers} processes",
 }
 
 
@@ -306,6 +310,9 @@ def command(variant: str, input_path: str, out_dir: str, workers: int) -> list[s
                 "--as-of", AS_OF, "--pseudonym-key-file", KEY_FILE]
     if variant == "d":
         return [PY, os.path.join(BENCH, "floor_arrow.py"), "--input", input_path, "--output", out_dir]
+    if variant == "e":
+        return [PY, os.path.join(BENCH, "upper_bound.py"), "--input", input_path, "--output", out_dir,
+                "--processes", str(workers)]
     raise ValueError(variant)
 
 
@@ -320,7 +327,7 @@ def parquet_rows(pattern: str) -> tuple[int, int]:
 def count_outputs(run: Run, types: list[str]) -> dict:
     """Rows actually written: per record type (data area only), quarantine, and all files."""
     d = run.out_dir
-    if run.variant == "d":
+    if run.variant in ("d", "e"):
         rows, files = parquet_rows(os.path.join(d, "*.parquet"))
         return {"rows_total": rows, "files": files}
     per_type = {t: parquet_rows(os.path.join(d, t, "**", "*.parquet"))[0] for t in types}
@@ -364,6 +371,12 @@ def check_run(run: Run, types: list[str], input_lines: int, reference: dict | No
         if line.startswith("{"):
             summary = json.loads(line)
     ok = summary.get("rows_written") == counted["rows_total"]
+    if run.variant == "e":
+        return {"ok": ok, "rows": counted["rows_total"], "files": counted["files"],
+                "note": (f"Parquet rows={counted['rows_total']} (every plainly well-formed line of a known type); "
+                         f"lines skipped={summary.get('skipped_lines')}; seconds summed over processes: "
+                         f"route+screen {summary.get('route_s')}, Arrow parse {summary.get('parse_s')}, "
+                         f"Parquet write {summary.get('write_s')}")}
     return {"ok": ok, "rows": counted["rows_total"], "files": counted["files"],
             "note": (f"Parquet rows={counted['rows_total']} (every line that is a JSON object); "
                      f"lines dropped={summary.get('lines_dropped')}; blocks read by Arrow="
@@ -407,22 +420,25 @@ def ratios(all_runs: dict[str, list[Run]], v: str, ref: str) -> list[float]:
 
 
 def comparison_table(runs: dict[str, Run], all_runs: dict[str, list[Run]], records: int, workers: int) -> list[str]:
-    lines = ["| variant | records | wall s | records/s | peak RSS MiB | ratio vs (c) | share of floor (d) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| variant | records | wall s | records/s | peak RSS MiB | ratio vs (c) | share of floor (d) | "
+             "share of upper bound (e) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for v, run in runs.items():
         label = LABELS[v].format(workers=workers)
         if run.returncode != 0:
             label += f" **FAILED (exit {run.returncode})**"
-        vs_c, vs_d = ratios(all_runs, v, "c"), ratios(all_runs, v, "d")
+        vs_c, vs_d, vs_e = ratios(all_runs, v, "c"), ratios(all_runs, v, "d"), ratios(all_runs, v, "e")
         lines.append(
             f"| {label} | {records:,} | {run.wall:.1f} | {records / run.wall:,.0f} | {mib(run.peak_rss_kib):,.0f} | "
             f"{fmt_ratio(statistics.median(vs_c) if vs_c else None)} | "
-            f"{fmt_pct(statistics.median(vs_d) if vs_d else None)} |")
+            f"{fmt_pct(statistics.median(vs_d) if vs_d else None)} | "
+            f"{fmt_pct(statistics.median(vs_e) if vs_e else None)} |")
     lines += ["",
               "wall s, records/s, peak RSS: the variant's median run. "
               "ratio vs (c) = wall(c) / wall(variant) within a round, median over the rounds: above 1 is faster "
               "than the per-element peer. share of floor = wall(d) / wall(variant) likewise: the fraction of the "
-              "no-policy floor's throughput reached. records = input lines."]
+              "no-policy floor's throughput reached; share of upper bound = wall(e) / wall(variant), the same against "
+              "the pipeline's own reading and writing with no policy on all processes. records = input lines."]
     return lines
 
 
@@ -492,7 +508,7 @@ def round_ratios(all_runs: dict[str, list[Run]]) -> list[str]:
     if len(next(iter(all_runs.values()))) < 2:
         return []
     lines = []
-    for ref, what in (("c", "vs (c)"), ("d", "share of floor (d)")):
+    for ref, what in (("c", "vs (c)"), ("d", "share of floor (d)"), ("e", "share of upper bound (e)")):
         parts = []
         for v in ("a", "b"):
             found = ratios(all_runs, v, ref)
@@ -603,25 +619,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", type=int, default=1_000_000, help="input lines for the comparison run")
     ap.add_argument("--sizes", default=None,
                     help="comma-separated sizes: run the scaling table instead of the comparison")
-    ap.add_argument("--only", default=None, help="variants to run, e.g. a,c (default: a,b,c,d; with --sizes: a)")
+    ap.add_argument("--only", default=None, help="variants to run, e.g. a,c (default: a,b,c,d,e; with --sizes: a)")
     ap.add_argument("--keep", action="store_true", help="keep the output directories (path is printed)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of all variants; each variant's median wall time is reported")
     ap.add_argument("--seed", type=int, default=7, help="generator seed of the input")
     ap.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
-                    help="--direct_num_workers of variant (b) (default: CPU count, at least 2)")
+                    help="--direct_num_workers of (b), processes of (e) (default: CPU count, at least 2)")
     args = ap.parse_args(argv)
 
-    default = "a" if args.sizes else "a,b,c,d"
+    default = "a" if args.sizes else "a,b,c,d,e"
     variants = [v.strip().lower().strip("()") for v in (args.only or default).split(",") if v.strip()]
     unknown = [v for v in variants if v not in LABELS]
     if unknown or not variants:
-        ap.error(f"--only: unknown variant(s) {unknown}; choose from a,b,c,d")
+        ap.error(f"--only: unknown variant(s) {unknown}; choose from a,b,c,d,e")
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
 
     info = machine_info()
-    if "b" in variants:
+    if {"b", "e"} & set(variants):
         info["workers"] = str(args.workers)
         info["speedup"] = f"{parallel_speedup(args.workers):.2f}x"
     tmp = tempfile.mkdtemp(prefix="sanitizer-bench-")

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from schemas.policy import CONSENT_FLAGS, TIMESTAMP, FieldRule, TypePolicy
+from schemas.policy import CONSENT_FLAGS, TIMESTAMP, FieldRule, Policy, TypePolicy, load_policy
 from transforms.fields import _SCRUB_TRIGGER_LOWER, parse_rfc3339
 from transforms.records import (
     HIDDEN_COLUMNS,
@@ -68,8 +68,8 @@ class _TypePlan:
     timestamps: tuple[str, ...]
 
 
-def _plan(ctx: SanitizeContext, tpol: TypePolicy) -> _TypePlan:
-    envelope = [pa.field(rule.name, pa.string()) for rule in ctx.policy.envelope]
+def _plan(policy: Policy, tpol: TypePolicy) -> _TypePlan:
+    envelope = [pa.field(rule.name, pa.string()) for rule in policy.envelope]
     data = pa.struct([pa.field(r.name, _PARSED_TYPES.get(r.transform, pa.string())) for r in tpol.fields])
     schema = pa.schema(envelope + [
         pa.field("schema_version", pa.float64()),  # written as 1, nothing else (see _screen)
@@ -116,9 +116,17 @@ def _screen(plans: dict[bytes, _TypePlan]) -> str:
 def _plans(ctx: SanitizeContext) -> tuple[dict[bytes, _TypePlan], str]:
     cached = ctx.__dict__.get("_columnar_plans")
     if cached is None:
-        plans = {name.encode(): _plan(ctx, tpol) for name, tpol in ctx.policy.types.items()}
+        plans = {name.encode(): _plan(ctx.policy, tpol) for name, tpol in ctx.policy.types.items()}
         cached = ctx.__dict__["_columnar_plans"] = (plans, _screen(plans))
     return cached
+
+
+def reading_plan(policy: Policy | None = None) -> tuple[dict[bytes, pj.ParseOptions], str]:
+    """(Arrow's parse options per record type, keyed by the `type` tag as bytes; the screen pattern):
+    how this path reads lines. For bench/upper_bound.py, which reads alike and applies no policy."""
+    policy = policy or load_policy()
+    plans = {name.encode(): _plan(policy, tpol) for name, tpol in policy.types.items()}
+    return {name: plan.options for name, plan in plans.items()}, _screen(plans)
 
 
 def sanitize_columnar(ctx: SanitizeContext, source: str, source_index: int,
@@ -186,7 +194,7 @@ def _merge(result: BatchResult, other: BatchResult) -> None:
         result.outputs[key] = table if mine is None else pa.concat_tables([mine, table]).sort_by("_origin")
 
 
-def _read(options: pj.ParseOptions, raws: list[bytes]) -> tuple[list[tuple[int, pa.Table]], list[int]]:
+def read_typed(options: pj.ParseOptions, raws: list[bytes]) -> tuple[list[tuple[int, pa.Table]], list[int]]:
     """Parse `raws` with Arrow: ([(first index, table)] in order, indexes of lines it could not take).
     A failing range is split in halves until the bad lines are isolated; the good ones are kept.
     (The row an Arrow error names is not the line's index, so it is not used.)"""
@@ -302,7 +310,7 @@ def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, num
                    withdrawals: dict[int, dict[str, int]] | None = None) -> tuple[int, list[int]]:
     """Sanitize one record type's candidate lines into `result`; returns (records done,
     indexes of lines for the plain path)."""
-    tables, rerouted = _read(plan.options, raws)
+    tables, rerouted = read_typed(plan.options, raws)
     if not tables:
         return 0, rerouted
     rows = np.concatenate([np.arange(lo, lo + t.num_rows) for lo, t in tables])  # index in raws of each row
