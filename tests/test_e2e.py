@@ -209,3 +209,17 @@ def test_corrupt_gzip_quarantines_the_unreadable_rest_and_keeps_the_good_file(tm
     report = json.loads((tmp_path / "o" / "_report.json").read_text())
     assert report["quarantined"].get("unreadable_input") == 1
     assert report["identity"]["holds"] and sum(report["output_records"].values()) > 100
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "0"), ("250", "250")])
+def test_allocator_setting_is_in_place_before_arrow_loads(preset, expected):
+    """The CLI sets MIMALLOC_PURGE_DELAY before pyarrow is imported (mimalloc reads it when it
+    loads); an explicit setting in the environment is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_PURGE_DELAY"}
+    if preset is not None:
+        env["MIMALLOC_PURGE_DELAY"] = preset
+    probe = ("import os, sys, pipeline.__main__; "
+             "print('pyarrow' in sys.modules, os.environ.get('MIMALLOC_PURGE_DELAY'))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).parent.parent, env=env,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", expected]
