@@ -5,10 +5,11 @@ the policy cost nothing?". It does strictly less than the sanitizer:
 
 - the input is cut into blocks of about --block-bytes at line boundaries and
   split among --processes worker processes (forked, one byte range each);
-- lines are screened and routed by their `"type":"..."` tag as the columnar
-  path does (its one-pass regex screen, `transforms.columnar.reading_plan`);
-  lines that are not plainly one well-formed JSON object of a known type are
-  skipped (the pipeline sends them to its per-record path);
+- lines are screened and routed by their `"type":"..."` tag by the columnar
+  path's own code (`transforms.columnar.route_lines`, with the schemas and
+  screen of `reading_plan`); lines that are not plainly one well-formed JSON
+  object of a known type are skipped (the pipeline sends them to its
+  per-record path);
 - each type's lines of a block are read by `pyarrow.json` with the same narrow
   typed schema the pipeline uses, bad lines isolated by halving
   (`transforms.columnar.read_typed`) and skipped;
@@ -35,7 +36,6 @@ from collections import Counter
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,8 +43,6 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 BLOCK_BYTES = 32 << 20
-MAX_LINE_BYTES = 1 << 20
-_TAG = b'"type":"'
 
 
 def byte_ranges(path: str, parts: int) -> list[tuple[int, int]]:
@@ -75,45 +73,26 @@ def _blocks(path: str, start: int, end: int, block_bytes: int):
 
 
 def work(path: str, start: int, end: int, output: str, block_bytes: int, worker: int) -> Counter:
-    from transforms.columnar import read_typed, reading_plan
+    from schemas.policy import load_policy
+    from transforms.columnar import read_typed, reading_plan, route_lines
 
-    options, screen = reading_plan()
+    policy = load_policy()
+    options, screen = reading_plan(policy)
     stats: Counter = Counter()
     clock = time.perf_counter
     gc.disable()  # as the pipeline does per batch
     for index, block in enumerate(_blocks(path, start, end, block_bytes)):
         t0 = clock()
-        groups: dict[bytes, list[bytes]] = {}
-        plain = []
-        for raw in block.split(b"\n"):
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            if (raw[:2] != b'{"' or raw[-1:] != b"}" or len(raw) > MAX_LINE_BYTES
-                    or raw.count(b"{") != raw.count(b"}") or not raw.isascii()):
-                stats["skipped_lines"] += 1 if raw else 0
-                continue
-            plain.append(raw)
-        flagged = pc.match_substring_regex(pa.array(plain, pa.binary()), screen).to_pylist()
-        for raw, suspect in zip(plain, flagged, strict=True):
-            at = raw.find(_TAG)
-            if suspect or at < 0:
-                stats["skipped_lines"] += 1
-                continue
-            name = raw[at + 8:raw.find(b'"', at + 8)]
-            group = groups.get(name)
-            if group is None:
-                group = groups[name] = []
-            group.append(raw)
+        lines = [(i, raw) for i, raw in enumerate(block.split(b"\n")) if raw and raw != b"\r"]
+        groups, slow = route_lines(options, screen, policy.max_line_bytes, lines)
+        stats["skipped_lines"] += len(slow)
         t1 = clock()
         tables = []
-        for name, raws in groups.items():
-            opts = options.get(name)
-            if opts is None:
-                stats["skipped_lines"] += len(raws)
-                continue
-            read, bad = read_typed(opts, raws)
-            tables.extend((name, table) for _, table in read)
+        for name, (_, raws, _) in groups.items():
+            read, bad = read_typed(options[name], raws)
             stats["skipped_lines"] += len(bad)
+            if read:
+                tables.append((name, pa.concat_tables([table for _, table in read])))
         t2 = clock()
         for name, table in tables:
             pq.write_table(table.flatten(), os.path.join(output, f"{name.decode()}-{worker}-{index:05d}.parquet"),

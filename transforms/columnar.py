@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,14 +130,14 @@ def reading_plan(policy: Policy | None = None) -> tuple[dict[bytes, pj.ParseOpti
     return {name: plan.options for name, plan in plans.items()}, _screen(plans)
 
 
-def sanitize_columnar(ctx: SanitizeContext, source: str, source_index: int,
-                      lines: list[tuple[int, bytes | None]],
-                      withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
-    """`sanitize_lines`, with the plainly well-formed lines done a record type at a time."""
-    if len(lines) < MIN_LINES:
-        return sanitize_lines(ctx, source, source_index, lines, withdrawals)
-    plans, screen = _plans(ctx)
-    max_bytes = ctx.policy.max_line_bytes
+Group = tuple[list[int], list[bytes], list[int]]  # line numbers, lines, '":' per line
+
+
+def route_lines(known: Container[bytes], screen: str, max_bytes: int, lines: list[tuple[int, bytes | None]],
+                ) -> tuple[dict[bytes, Group], list[tuple[int, bytes | None]]]:
+    """({record type: its plainly well-formed lines}, every other line): the byte tests, one
+    pass of the `screen` pattern and the `type` tag route each line; types not in `known`,
+    and any line in doubt, go to the second list (for the per-record path; not in order)."""
     slow: list[tuple[int, bytes | None]] = []
     candidates: list[tuple[int, bytes]] = []
     for item in lines:
@@ -149,20 +150,31 @@ def sanitize_columnar(ctx: SanitizeContext, source: str, source_index: int,
         else:
             candidates.append(item)
     flagged = pc.match_substring_regex(pa.array([raw for _, raw in candidates], pa.binary()), screen)
-    groups: dict[bytes, tuple[list[int], list[bytes], list[int]]] = {}
+    groups: dict[bytes, Group] = {}
     for item, suspect in zip(candidates, flagged.to_pylist(), strict=True):
         raw = item[1]
         at = raw.find(_TYPE_TAG)
         group = None if suspect or at < 0 else groups.get(raw[at + 8:raw.find(b'"', at + 8)])
         if group is None:
             name = raw[at + 8:raw.find(b'"', at + 8)]
-            if suspect or at < 0 or name not in plans:
+            if suspect or at < 0 or name not in known:
                 slow.append(item)
                 continue
             group = groups[name] = ([], [], [])
         group[0].append(item[0])
         group[1].append(raw)
         group[2].append(raw.count(b'":'))  # each key of a compact line is one '":' (see _checked)
+    return groups, slow
+
+
+def sanitize_columnar(ctx: SanitizeContext, source: str, source_index: int,
+                      lines: list[tuple[int, bytes | None]],
+                      withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
+    """`sanitize_lines`, with the plainly well-formed lines done a record type at a time."""
+    if len(lines) < MIN_LINES:
+        return sanitize_lines(ctx, source, source_index, lines, withdrawals)
+    plans, screen = _plans(ctx)
+    groups, slow = route_lines(plans, screen, ctx.policy.max_line_bytes, lines)
 
     result = BatchResult()
     stats = result.stats
