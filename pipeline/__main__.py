@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import logging
 import os
 import sys
 
@@ -14,33 +12,13 @@ import sys
 # An explicit setting in the environment wins.
 os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
 
-COMMANDS = {
-    "sample": "pipeline.sample",      # generate realistic dirty telemetry
-    "replay": "pipeline.replay",      # write telemetry into a landing directory at a controlled rate
-    "policy": "pipeline.policy_doc",  # print the enforced policy as Markdown
-    "explain": "pipeline.explain",    # show, per record, what each rule did
-    "subject": "pipeline.subject",    # data-subject rights: export / erase
-    "stream": "pipeline.streaming",   # streaming job: Pub/Sub or Kafka, fixed windows
-}
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.getLogger().setLevel(logging.ERROR)  # Beam is chatty at import; our own output is the summary
-    command = argv[0] if argv and not argv[0].startswith("-") else None
-    if command in COMMANDS:
-        return importlib.import_module(COMMANDS[command]).main(argv[1:])
-    if command is not None:
-        print(f"error: unknown command {command!r} (commands: {', '.join(COMMANDS)}; or options for a run)",
-              file=sys.stderr)
-        return 2
-    if any(a == "--watch" or a.startswith("--watch=") for a in argv):
-        from pipeline.watch import main as watch_main
+    """The `telemetry-sanitizer` command (pipeline/cli.py)."""
+    from pipeline.cli import main as cli_main
 
-        return watch_main(argv)
-    from pipeline.run import run
-
-    return run(argv)
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

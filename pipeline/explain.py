@@ -220,8 +220,20 @@ def _read_stdin_lines(stream) -> Iterator[bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline explain",
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return _run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.cli import add_common
+    from pipeline.cliparse import Parser
+
+    parser = Parser(
+        prog="telemetry-sanitizer explain",
+        epilog="examples:\n"
+               "  telemetry-sanitizer explain '{\"schema_version\":1,\"type\":\"url_visit\",...}'\n"
+               "  head -3 sample/day1.ndjson | telemetry-sanitizer explain --format json --as-of 2026-11-25T00:00:00Z",
         description="Show what the pipeline does with each record and each of its fields. Records are JSON "
                     "arguments, or NDJSON lines on stdin when no argument is given.")
     parser.add_argument("records", nargs="*", metavar="RECORD_JSON", help="one record per argument")
@@ -233,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument("--no-input", dest="show_input", action="store_false",
                         help="do not echo the input records (e.g. when pasting the explanation somewhere)")
-    args = parser.parse_args(argv)
+    add_common(parser)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.policy)
         if args.pseudonym_key_file:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.cliparse import positive_int
+
 DEFAULT_RUNNER = "FnApiRunner"  # in-process; never tries to download a runner binary
 
 
@@ -24,5 +26,39 @@ class SanitizerOptions(PipelineOptions):
                             help="consent withdrawals: NDJSON or CSV with device_id, basis, withdrawn_at")
         parser.add_argument("--append", action="store_true", default=False,
                             help="add this run's files to --output instead of replacing it (used by --watch)")
-        parser.add_argument("--batch-lines", "--batch_lines", dest="batch_lines", type=int, default=20000,
+        parser.add_argument("--batch-lines", "--batch_lines", dest="batch_lines", type=positive_int, default=20000,
                             help="lines per Beam element")
+
+
+def parallelism(options: PipelineOptions) -> dict:
+    """How a run is spread, for the report and summary: the local runner's mode and workers, or the
+    Dask cluster; {} for remote runners (their own console says)."""
+    import os
+
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    runner = str(options.view_as(StandardOptions).runner or DEFAULT_RUNNER)
+    if runner.endswith("DaskRunner"):
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+
+        dask = options.view_as(DaskOptions)
+        where = dask.address or dask.scheduler_file
+        return {"mode": "dask", "cluster": where if where and not str(where).startswith("tcp://127.0.0.1")
+                else "LocalCluster", "workers": os.cpu_count() if not dask.scheduler_file else None}
+    if runner.rsplit(".", 1)[-1] in ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner"):
+        direct = options.view_as(DirectOptions)
+        mode = direct.direct_running_mode or "in_memory"
+        workers = 1 if mode == "in_memory" else (direct.direct_num_workers or os.cpu_count() or 1)
+        return {"mode": mode, "workers": workers}
+    return {}
+
+
+def describe_parallelism(par: dict) -> str:
+    """' (multi_processing, 2 workers)' for the summary line; '' when unknown."""
+    if not par:
+        return ""
+    mode = "in-process" if par.get("mode") == "in_memory" else par.get("mode")
+    if par.get("mode") == "dask":
+        mode = f"Dask {par.get('cluster')}"
+    workers = par.get("workers")
+    return f" ({mode}, {workers} worker{'s' if workers != 1 else ''})" if workers else f" ({mode})"

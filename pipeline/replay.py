@@ -45,6 +45,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from pipeline.cliparse import Parser
 from pipeline.files import InputError, expand_inputs
 from transforms.fields import FieldTypeError, parse_rfc3339
 
@@ -65,7 +66,7 @@ class UsageError(ValueError):
     """A bad command line: reported as one line, exit code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(Parser):
     def error(self, message: str):  # one line, no usage dump
         raise UsageError(message)
 
@@ -339,8 +340,13 @@ def _wait_until(deadline: float, writer: LandingWriter, progress: Progress) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m pipeline replay",
-                 description="Write telemetry lines into a landing directory as closed files, at a controlled pace.")
+    from pipeline.cli import add_common
+
+    ap = _Parser(prog="telemetry-sanitizer replay",
+                 description="Write telemetry lines into a landing directory as closed files, at a controlled pace.",
+                 epilog="examples:\n"
+                        "  telemetry-sanitizer replay --from 'sample/*.ndjson.gz' --into /tmp/landing --rate 5000/s\n"
+                        "  telemetry-sanitizer replay --generate 100000 --seed 3 --into /tmp/landing")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--from", dest="sources", action="append", metavar="FILE_OR_GLOB",
                      help="NDJSON or NDJSON.gz file(s) to replay; repeat for several")
@@ -357,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--file-seconds", type=float, default=None,
                     help="also close a landing file once it has been open this long")
     ap.add_argument("--seed", type=int, default=7, help="seed of --generate (default 7)")
+    add_common(ap)
     return ap
 
 

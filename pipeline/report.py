@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from pipeline.options import describe_parallelism
+
 
 def _group(stats: Counter, prefix: str) -> dict[str, int]:
     return {k[len(prefix):]: v for k, v in sorted(stats.items()) if k.startswith(prefix) and v}
@@ -64,7 +66,7 @@ def summary(report: dict[str, Any]) -> str:
         f"{sum(report['output_records'].values())} written, {sum(report['dropped'].values())} dropped, "
         f"{sum(report['quarantined'].values())} quarantined "
         f"({'identity holds' if ident['holds'] else 'IDENTITY BROKEN'}) in {report['duration_seconds']:.1f}s "
-        f"on {report['runner']}",
+        f"on {report['runner'].rsplit('.', 1)[-1]}{describe_parallelism(report.get('parallelism') or {})}",
         "  written:     " + _pairs(report["output_records"]),
         "  dropped:     " + _pairs(report["dropped"]),
         "  quarantined: " + _pairs(report["quarantined"]),

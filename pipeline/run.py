@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from pipeline.files import InputError, expand_inputs
 from pipeline.graph import build_pipeline
 from pipeline.io import CHUNK_BYTES
-from pipeline.options import DEFAULT_RUNNER, SanitizerOptions
+from pipeline.options import DEFAULT_RUNNER, SanitizerOptions, parallelism
 from pipeline.report import build_report, summary
 from schemas.policy import PolicyError, load_policy
 from transforms.fields import FieldTypeError, parse_rfc3339
@@ -206,6 +206,7 @@ def run(argv: list[str]) -> int:
             "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
             "duration_seconds": round(time.time() - started, 3),
             "runner": str(standard.runner),
+            "parallelism": parallelism(options),
             "as_of": as_of.isoformat(),
             "inputs": files,
             "output_dir": out,

@@ -1274,19 +1274,34 @@ def write_sample(path: str, n: int, seed: int = 7, dirty: bool = True, **kw) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m pipeline.sample",
-        description="Write deterministic, realistic (dirty) endpoint telemetry as NDJSON.")
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    return _write(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.cli import add_common
+    from pipeline.cliparse import Parser, positive_int
+
+    ap = Parser(
+        prog="telemetry-sanitizer sample",
+        description="Write deterministic, realistic (dirty) endpoint telemetry as NDJSON.",
+        epilog="example:\n  telemetry-sanitizer sample --records 100000 --output /tmp/day.ndjson.gz --seed 3")
     ap.add_argument("--records", type=int, required=True, help="number of lines to write")
     ap.add_argument("--output", required=True, help="output file (gzip when it ends in .gz)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--clean", action="store_true", help="only contract-valid JSON objects, no broken lines")
     ap.add_argument("--start", default="2026-11-20T00:00:00Z", help="first event time (RFC 3339)")
-    ap.add_argument("--days", type=int, default=3, help="days the event times spread over")
+    ap.add_argument("--days", type=positive_int, default=3, help="days the event times spread over")
     ap.add_argument("--no-skew", action="store_true", help="uniform devices and hosts instead of Zipf-like")
-    args = ap.parse_args(argv)
+    add_common(ap)
+    return ap
+
+
+def _write(args: argparse.Namespace) -> int:
     if args.records < 0:
-        ap.error("--records must be >= 0")
+        print(f"error: --records {args.records}: must be >= 0", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     try:
         written = write_sample(args.output, args.records, seed=args.seed, dirty=not args.clean, start=args.start,

@@ -431,26 +431,45 @@ def _erase_summary(req: Request, result: ErasureResult, dry_run: bool) -> str:
 # ----------------------------------------------------------------- command line
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline subject",
-                                     description="Data subjects' rights on a run's output: export or erase.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.cli import add_common
+    from pipeline.cliparse import Parser
+
+    parser = Parser(prog="telemetry-sanitizer subject",
+                    description="Data subjects' rights on a run's output: export or erase.",
+                    epilog="examples:\n"
+                           "  telemetry-sanitizer subject export --id alice@example.com --data out \\\n"
+                           "      --pseudonym-key-file /etc/telemetry/pseudonym.key --output alice-export\n"
+                           "  echo DEVICE-ID | telemetry-sanitizer subject erase --id - --data out \\\n"
+                           "      --pseudonym-key-file /etc/telemetry/pseudonym.key --dry-run")
+    add_common(parser)
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{export,erase}")
+    common = Parser(add_help=False)
+    add_common(common)
     common.add_argument("--id", required=True,
                         help="raw device id, user id or e-mail address ('-' reads it from stdin)")
     common.add_argument("--data", required=True, help="output directory of a pipeline run")
-    common.add_argument("--pseudonym-key-file", "--pseudonym_key_file", dest="pseudonym_key_file", default=None,
-                        help="the run's pseudonym key file (required)")
+    common.add_argument("--pseudonym-key-file", "--pseudonym_key_file", dest="pseudonym_key_file", required=True,
+                        help="the pseudonym key file the data was written with")
     common.add_argument("--policy", default=None, help="policy TOML file (default: the built-in policy)")
-    exp = sub.add_parser("export", parents=[common], help="copy of every row of the subject as JSON Lines")
+    exp = sub.add_parser("export", parents=[common], help="copy of every row of the subject as JSON Lines",
+                         prog="telemetry-sanitizer subject export",
+                         epilog="example:\n  telemetry-sanitizer subject export --id alice@example.com --data out "
+                                "--pseudonym-key-file key --output alice-export")
     exp.add_argument("--output", required=True, help="new or empty directory for <type>.jsonl and manifest.json")
-    era = sub.add_parser("erase", parents=[common], help="remove every row of the subject")
+    era = sub.add_parser("erase", parents=[common], help="remove every row of the subject",
+                         prog="telemetry-sanitizer subject erase",
+                         epilog="example:\n  telemetry-sanitizer subject erase --id alice@example.com --data out "
+                                "--pseudonym-key-file key --dry-run")
     era.add_argument("--dry-run", action="store_true", help="only report what would be removed")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error, already printed as one line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         req = prepare(args)
         if args.action == "export":

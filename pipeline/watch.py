@@ -141,13 +141,21 @@ def list_closed(landing: str) -> list[str]:
     return [path for _, _, path in sorted(found)]
 
 
+def add_watch_arguments(ap: argparse.ArgumentParser) -> None:
+    """The watcher's own options (any other option goes to each batch run)."""
+    ap.add_argument("--watch", required=True, metavar="LANDING_DIR", help="landing directory to watch")
+    ap.add_argument("--output", required=True, metavar="DIR", help="output directory; each batch is appended")
+    ap.add_argument("--idle-timeout", "--idle_timeout", dest="idle_timeout", type=float, default=None,
+                    metavar="SECONDS", help="stop after this long without new files (default: run until SIGINT)")
+    ap.add_argument("--poll-interval", "--poll_interval", dest="poll_interval", type=float, default=1.0,
+                    metavar="SECONDS", help="seconds between looks at the landing directory (default 1)")
+    ap.add_argument("--max-files-per-batch", "--max_files_per_batch", dest="max_files", type=int, default=50,
+                    metavar="N", help="files claimed per micro-batch at most (default 50)")
+
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     ap = _Parser(prog="python -m pipeline --watch", allow_abbrev=False, add_help=False)
-    ap.add_argument("--watch", required=True, metavar="LANDING_DIR")
-    ap.add_argument("--output", required=True, metavar="DIR")
-    ap.add_argument("--idle-timeout", "--idle_timeout", dest="idle_timeout", type=float, default=None)
-    ap.add_argument("--poll-interval", "--poll_interval", dest="poll_interval", type=float, default=1.0)
-    ap.add_argument("--max-files-per-batch", "--max_files_per_batch", dest="max_files", type=int, default=50)
+    add_watch_arguments(ap)
     args, rest = ap.parse_known_args(argv)
     for arg in rest:
         if arg == "--input" or arg.startswith("--input="):

@@ -112,12 +112,11 @@ def test_policy_hash_changes_with_content(policy):
     assert other.sha256 != policy.sha256
 
 
-def test_readme_policy_table_is_current(policy):
-    from pipeline.policy_doc import README, readme_section, render
+def test_docs_policy_page_is_current(policy):
+    from pipeline.policy_doc import DOC, document
 
-    section = readme_section(README.read_text(encoding="utf-8"))
-    assert section is not None, "README.md lost its policy markers"
-    assert section == render(policy), "README policy table is stale: run python -m pipeline policy --write-readme"
+    assert DOC.read_text(encoding="utf-8") == document(policy), (
+        "docs/policy.md is stale: run telemetry-sanitizer policy --write-docs")
 
 
 def test_policy_command_prints_every_type_and_field(policy, capsys):

@@ -252,7 +252,7 @@ def test_erase_moves_nothing_for_an_unknown_id(data, capsys):
 
 def test_missing_key_or_output_dir_is_a_config_error(dataset, tmp_path, capsys):
     code, out, err = run_subject(capsys, "erase", "--id", "D-x", "--data", str(dataset))
-    assert code == 2 and err.count("\n") == 1 and "--pseudonym-key-file is required" in err and not out
+    assert code == 2 and err.count("\n") == 1 and "required: --pseudonym-key-file" in err and not out
     code, _, err = run_subject(capsys, "export", "--id", "D-x", "--data", str(dataset), "--output",
                                str(tmp_path / "o"), "--pseudonym-key-file", str(tmp_path / "missing.key"))
     assert code == 2 and err.count("\n") == 1 and "cannot read" in err

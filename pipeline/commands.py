@@ -1,0 +1,164 @@
+"""The Beam-backed subcommands (run, watch, stream): full parsers for --help and validation.
+
+These commands hand their argv to Beam's PipelineOptions, which silently drops what it does
+not know. So the whole command line is checked here first: this project's options by their
+parser (with value checks), everything else against the option names of every loaded
+PipelineOptions class. Only then does the command start, so a typo never writes anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from pipeline.cliparse import (
+    Parser,
+    UsageError,
+    check_beam_args,
+    exit_code_epilog,
+    option_strings,
+)
+
+if TYPE_CHECKING:
+    from pipeline.cli import Common
+
+PROG = "telemetry-sanitizer"
+
+BEAM_HELP = """\
+Beam options (any option of Beam's PipelineOptions is accepted; a misspelt one is an error):
+  --runner NAME          FnApiRunner (in-process, default), DirectRunner, DaskRunner, DataflowRunner, ...
+  --direct_num_workers N / --direct_running_mode in_memory|multi_threading|multi_processing
+                         parallelism of the local runner (see docs/performance.md for the default)
+"""
+
+
+def _epilog(example: str, beam: bool = True) -> str:
+    return "example:\n" + example + "\n\n" + (BEAM_HELP + "\n" if beam else "") + exit_code_epilog()
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    from pipeline.options import SanitizerOptions
+
+    group = parser.add_argument_group("run options")
+    SanitizerOptions._add_argparse_args(group)
+
+
+def run_parser() -> argparse.ArgumentParser:
+    from pipeline.cli import add_common
+
+    parser = Parser(
+        prog=f"{PROG} run",
+        description="Sanitize NDJSON telemetry into one output table per record type, a quarantine and a "
+                    "run report (DIR/_report.json). `run` is the default command: "
+                    f"`{PROG} --input ...` is the same as `{PROG} run --input ...`.",
+        epilog=_epilog(f"  {PROG} run --input 'sample/*.ndjson' --input 'sample/*.ndjson.gz' --output out \\\n"
+                       "      --pseudonym-key-file sample/dev-pseudonym.key --as-of 2026-11-25T00:00:00Z"))
+    _add_run_options(parser)
+    add_common(parser)
+    return parser
+
+
+def watch_parser() -> argparse.ArgumentParser:
+    from pipeline.cli import add_common
+    from pipeline.watch import add_watch_arguments
+
+    parser = Parser(
+        prog=f"{PROG} watch",
+        conflict_handler="resolve",
+        description="Continuous local mode: claim closed files that land in LANDING_DIR and run them as "
+                    "micro-batches appended to --output; runs until SIGINT/SIGTERM or --idle-timeout. "
+                    f"`{PROG} --watch LANDING_DIR ...` is the same command. Any run option applies to "
+                    "every batch.",
+        epilog=_epilog(f"  {PROG} watch /data/landing --output /data/out \\\n"
+                       "      --pseudonym-key-file /etc/telemetry/pseudonym.key --idle-timeout 60"))
+    _add_run_options(parser)
+    group = parser.add_argument_group("watch options")
+    add_watch_arguments(group)
+    add_common(parser)
+    return parser
+
+
+def stream_parser() -> argparse.ArgumentParser:
+    from pipeline.cli import add_common
+    from pipeline.streaming import StreamingOptions
+
+    parser = Parser(
+        prog=f"{PROG} stream",
+        description="Streaming job: the same sanitizing over Pub/Sub or Kafka, in fixed windows, on a runner "
+                    "that fires windows while the source runs (Dataflow, Flink).",
+        epilog=_epilog(f"  {PROG} stream --kafka-bootstrap broker:9092 --kafka-topic telemetry \\\n"
+                       "      --output gs://bucket/out --pseudonym-key-file key --runner FlinkRunner"))
+    _add_run_options(parser)
+    StreamingOptions._add_argparse_args(parser.add_argument_group("stream options"))
+    add_common(parser)
+    return parser
+
+
+def validate(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, argparse.Namespace]:
+    """(our options, Beam's options); a bad or unknown option raises UsageError (one line)."""
+    ns, rest = parser.parse_known_args(argv)
+    return ns, check_beam_args(rest, option_strings(parser))
+
+
+@contextlib.contextmanager
+def cleaned_up_on_failure(output: str | None) -> Iterator[list[int]]:
+    """Remove the output directory again when this command created it and the run failed or was
+    interrupted (the run removes its own staging directory; an empty directory is what is left)."""
+    existed = output is None or os.path.lexists(output)
+    result: list[int] = []
+    try:
+        yield result
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):
+                os.rmdir(output)  # type: ignore[arg-type]
+        raise
+    if result and result[0] != 0 and not existed:
+        with contextlib.suppress(OSError):
+            os.rmdir(output)  # type: ignore[arg-type]
+
+
+def run_command(argv: list[str], common: Common) -> int:
+    """`telemetry-sanitizer [run] ...`."""
+    ns, beam_ns = validate(run_parser(), argv)
+    from pipeline.run import run
+
+    with cleaned_up_on_failure(ns.output) as result, quiet_workers(beam_ns, common):
+        result.append(run(argv))
+    return result[0]
+
+
+def quiet_workers(beam_ns: argparse.Namespace, common: Common) -> contextlib.AbstractContextManager:
+    """Filter the stderr of Beam's worker processes when the run has any (see worker_logs)."""
+    runner = str(getattr(beam_ns, "runner", None) or "")
+    if getattr(beam_ns, "direct_running_mode", None) != "multi_processing" and "dask" not in runner.lower():
+        return contextlib.nullcontext()
+    from pipeline import cli
+    from pipeline.worker_logs import filtered_stderr
+
+    verbose = common.log_level in ("DEBUG", "INFO")
+    return filtered_stderr(verbose, lambda: cli.interrupted() and not common.debug)
+
+
+def watch_command(argv: list[str], common: Common) -> int:
+    """`telemetry-sanitizer watch LANDING_DIR ...` (or `--watch LANDING_DIR`)."""
+    if argv and not argv[0].startswith("-"):
+        argv = ["--watch", argv[0], *argv[1:]]
+    parser = watch_parser()
+    ns, _ = validate(parser, argv)
+    if ns.idle_timeout is not None and ns.idle_timeout < 0:
+        raise UsageError(f"--idle-timeout {ns.idle_timeout}: must be >= 0")
+    from pipeline.watch import main as watch_main
+
+    return watch_main(argv)
+
+
+def stream_command(argv: list[str], common: Common) -> int:
+    """`telemetry-sanitizer stream ...`."""
+    validate(stream_parser(), argv)
+    from pipeline.streaming import main as stream_main
+
+    return stream_main(argv)

@@ -1,0 +1,230 @@
+"""The command line: help, unknown options, value checks, exit codes, interrupts, broken pipes, full disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = sorted(str(p) for p in (ROOT / "sample").glob("*.ndjson"))
+KEY = str(ROOT / "sample" / "dev-pseudonym.key")
+AS_OF = "2026-11-25T00:00:00Z"
+COMMANDS = list(cli._commands())
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def call(capsys, *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_lists_every_option_and_an_example(command, capsys):
+    code, out, _ = call(capsys, command, "--help")
+    assert code == 0
+    parser = cli.parser_for(command)
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    assert options
+    for option in options:
+        assert option in out, f"{command} --help does not mention {option}"
+    for common in ("--debug", "--quiet", "--log-level", "--log-format", "--version"):
+        assert common in out
+    assert "example" in out and "telemetry-sanitizer" in out
+
+
+def test_overview_names_every_command_and_the_exit_codes(capsys):
+    code, out, _ = call(capsys, "--help")
+    assert code == 0
+    for command in COMMANDS:
+        assert f"  {command} " in out
+    for exit_code in ("0", "1", "2", "3", "130"):
+        assert f"  {exit_code} " in out
+
+
+@pytest.mark.parametrize(("argv", "hint"), [
+    (["--input", "x", "--output", "o", "--withdrawal", "w.csv"], "--withdrawals"),
+    (["run", "--input", "x", "--output", "o", "--pseudonym-key-flie", "k"], "--pseudonym-key-file"),
+    (["--input", "x", "--output", "o", "--asof", "2026-01-01T00:00:00Z"], "--as-of"),
+    (["--input", "x", "--output", "o", "--direct_num_worker=2"], "--direct_num_workers"),
+    (["--input", "x", "--output", "o", "--runer", "FnApiRunner"], "--runner"),
+    (["watch", "landing", "--output", "o", "--idle-timout", "3"], "--idle-timeout"),
+    (["--watch", "landing", "--output", "o", "--pol-interval", "3"], "--poll-interval"),
+    (["stream", "--output", "o", "--windw-seconds", "3"], "--window-seconds"),
+    (["sample", "--recrds", "3", "--output", "x"], "--records"),
+    (["replay", "--frm", "x", "--into", "l"], "--from"),
+    (["explain", "--frmat", "json"], "--format"),
+    (["policy", "--polcy", "p.toml"], "--policy"),
+    (["schema", "--frmat", "sql"], "--format"),
+    (["subject", "export", "--id", "x", "--data", "d", "--output", "o", "--pseudonym-key-flie", "k"],
+     "--pseudonym-key-file"),
+    (["polcy"], "policy"),
+])
+def test_a_misspelt_option_exits_2_with_one_line_and_a_suggestion(argv, hint, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and f"did you mean {hint}?" in err, err
+    assert not out and not list(tmp_path.iterdir())
+
+
+def test_a_misspelt_option_in_a_real_process_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--input", SAMPLE[0], "--output", str(out), "--withdrawal", "w.csv")
+    assert proc.returncode == 2 and "did you mean --withdrawals?" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["--input", "x", "--output", "o", "--batch-lines", "0"],
+    ["--input", "x", "--output", "o", "--batch-lines", "-5"],
+    ["--input", "x", "--output", "o", "--direct_num_workers", "-1"],
+    ["watch", "l", "--output", "o", "--poll-interval", "0"],
+    ["sample", "--records", "3", "--output", "x", "--days", "0"],
+    ["--input", "x", "--output", "o", "--log-level", "LOUD"],
+    ["--input", "x", "--output", "o", "--progress-interval", "0"],
+])
+def test_bad_values_exit_2_with_one_line(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error:"), err
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_unknown_runner_exits_2_without_a_traceback_or_an_output_directory(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--input", SAMPLE[0], "--output", str(out), "--runner=Bogus")
+    assert proc.returncode == 2, proc.stderr
+    assert "--runner Bogus: unknown runner" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_version(tmp_path):
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("telemetry-sanitizer ")
+    assert proc.stdout.split()[1][0].isdigit()
+
+
+def test_beam_options_pass_and_the_summary_names_runner_and_parallelism(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = call(capsys, "run", "--input", SAMPLE[0], "--output", str(out), "--pseudonym-key-file", KEY,
+                             "--as-of", AS_OF, "--runner", "FnApiRunner", "--direct_num_workers=1",
+                             "--direct_running_mode", "in_memory")
+    assert code == 0, err
+    assert "on FnApiRunner (in-process, 1 worker)" in stdout
+    report = json.loads((out / "_report.json").read_text())
+    assert report["parallelism"] == {"mode": "in_memory", "workers": 1}
+
+
+def test_multi_process_run_keeps_beam_worker_logs_off_stderr(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--input", SAMPLE[0], "--output", str(out), "--as-of", AS_OF, "--pseudonym-key-file", KEY,
+                   "--direct_num_workers=2", "--direct_running_mode=multi_processing")
+    assert proc.returncode == 0, proc.stderr
+    assert "on FnApiRunner (multi_processing, 2 workers)" in proc.stdout
+    assert "INFO" not in proc.stderr and "semi_persistent" not in proc.stderr and "apitools" not in proc.stderr
+
+
+def _big_input(tmp_path: Path, copies: int = 30) -> Path:
+    big = tmp_path / "big.ndjson"
+    data = b"".join(Path(p).read_bytes() for p in SAMPLE)
+    with open(big, "wb") as fh:
+        for _ in range(copies):
+            fh.write(data)
+    return big
+
+
+@pytest.mark.parametrize("extra", [[], ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]],
+                         ids=["in-process", "multi-process"])
+def test_sigint_exits_130_and_leaves_nothing_behind(tmp_path, extra):
+    big = _big_input(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--input", str(big), "--output", str(out),
+                             "--as-of", AS_OF, *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    # wait until the run has started writing (its staging directory exists), then interrupt it
+    while proc.poll() is None and not (out.exists() and any(p.name.startswith(".staging-") for p in out.iterdir())):
+        pass
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip() == "error: interrupted; nothing of the interrupted run " \
+                                                          "was published", stderr
+    assert not out.exists(), list(out.iterdir())
+
+
+def test_sigint_into_an_existing_output_keeps_the_previous_run(tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("--input", SAMPLE[0], "--output", str(out), "--as-of", AS_OF, "--pseudonym-key-file",
+                   KEY).returncode == 0
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    big = _big_input(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--input", str(big), "--output", str(out),
+                             "--as-of", AS_OF, "--pseudonym-key-file", KEY], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not any(p.name.startswith(".staging-") for p in out.iterdir()):
+        pass
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run_cli("--debug", "--input", SAMPLE[0], "--output", str(tmp_path / "out"), "--as-of", AS_OF,
+                   "--policy", str(tmp_path / "missing.toml"))
+    assert proc.returncode == 2  # configuration errors stay one line, also with --debug
+    target = tmp_path / "file"
+    target.write_text("x")
+    proc = run_cli("--debug", "sample", "--records", "5", "--output", str(target / "below"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_a_closed_stdout_is_not_an_error():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written, like `| head -0`
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "policy"], cwd=ROOT, stdout=write_end,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write_end)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_a_full_disk_is_one_line_and_exit_1(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                                                       capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        proc = run_cli("--input", SAMPLE[0], "--output", str(mnt / "out"), "--as-of", AS_OF,
+                       "--pseudonym-key-file", KEY)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: run failed: no space left on device")
+        leftovers = [p for p in (mnt / "out").rglob("*") if p.is_file()] if (mnt / "out").exists() else []
+        assert leftovers == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_json_log_format_makes_errors_json(capsys, tmp_path):
+    code, _, err = call(capsys, "--log-format", "json", "--input", str(tmp_path / "none*.ndjson"), "--output",
+                        str(tmp_path / "o"), "--runner", "Nope")
+    assert code == 2
+    doc = json.loads(err.strip())
+    assert doc["level"] == "error" and "--runner Nope" in doc["message"]
