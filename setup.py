@@ -12,13 +12,17 @@ setup(
     description="Apache Beam pipeline that makes an endpoint-security privacy policy true for telemetry.",
     python_requires=">=3.11",
     packages=["pipeline", "transforms", "schemas"],
-    package_data={"schemas": ["*.json"]},
+    # every data file the packages read at run time (policy, rule sets) and the typing marker;
+    # tests/test_wheel.py fails when a file of a package is missing from the wheel
+    package_data={package: ["py.typed", "*.toml", "*.json", "*.txt", "*.yaml", "*.yml"]
+                  for package in ("pipeline", "transforms", "schemas")},
     install_requires=[
         "apache-beam>=2.60,<3",
         "pyarrow>=14,<23",
         "orjson>=3.9,<4",
         "tldextract>=5,<6",
         "deltalake>=1.1,<2",
+        "tqdm>=4.60,<5",
     ],
     extras_require={
         "test": [
@@ -27,6 +31,9 @@ setup(
             "ruff>=0.6",
             "duckdb>=1.0,<2",
             "dask[distributed]>=2024.4.2,<2027",
+            "mypy>=1.10,<3",
+            "setuptools>=68",  # tests/test_wheel.py builds the wheel without an isolated build env
+            "wheel>=0.40",
         ],
         "dask": ["dask[distributed]>=2024.4.2,<2027"],
     },

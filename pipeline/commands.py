@@ -105,20 +105,37 @@ def validate(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse
 
 @contextlib.contextmanager
 def cleaned_up_on_failure(output: str | None) -> Iterator[list[int]]:
-    """Remove the output directory again when this command created it and the run failed or was
-    interrupted (the run removes its own staging directory; an empty directory is what is left)."""
+    """After a failed or interrupted run: remove the staging directory it left (a SIGINT can land
+    between its creation and the run's own clean-up) and the output directory when this command
+    created it and it is empty again."""
     existed = output is None or os.path.lexists(output)
+    staged_before = _staging_dirs(output)
     result: list[int] = []
     try:
         yield result
     except BaseException:
-        if not existed:
-            with contextlib.suppress(OSError):
-                os.rmdir(output)  # type: ignore[arg-type]
+        _remove_leftovers(output, existed, staged_before)
         raise
-    if result and result[0] != 0 and not existed:
+    if result and result[0] != 0:
+        _remove_leftovers(output, existed, staged_before)
+
+
+def _staging_dirs(output: str | None) -> set[str]:
+    if output is None or not os.path.isdir(output):
+        return set()
+    return {n for n in os.listdir(output) if n.startswith(".staging-")}
+
+
+def _remove_leftovers(output: str | None, existed: bool, staged_before: set[str]) -> None:
+    if output is None:
+        return
+    import shutil
+
+    for name in _staging_dirs(output) - staged_before:
+        shutil.rmtree(os.path.join(output, name), ignore_errors=True)
+    if not existed:
         with contextlib.suppress(OSError):
-            os.rmdir(output)  # type: ignore[arg-type]
+            os.rmdir(output)
 
 
 def run_command(argv: list[str], common: Common) -> int:

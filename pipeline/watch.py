@@ -141,7 +141,7 @@ def list_closed(landing: str) -> list[str]:
     return [path for _, _, path in sorted(found)]
 
 
-def add_watch_arguments(ap: argparse.ArgumentParser) -> None:
+def add_watch_arguments(ap: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The watcher's own options (any other option goes to each batch run)."""
     ap.add_argument("--watch", required=True, metavar="LANDING_DIR", help="landing directory to watch")
     ap.add_argument("--output", required=True, metavar="DIR", help="output directory; each batch is appended")
