@@ -110,8 +110,8 @@ def test_gzip_damaged_inside_its_data_gives_the_lines_before_the_damage(tmp_path
         # a flipped data byte usually still decodes (to wrong bytes): the CRC at the end says so
         assert fault is not None and "CRC check failed" in fault.reason
         assert lines == reference  # exactly the lines gzip(1) decodes
-        intact = data.split(b"\n")
-        assert sum(a == b for a, b in zip(lines, intact)) >= len(intact) // 3  # all lines before the damage
+        intact = data.split(b"\n")  # all lines before the damage come through
+        assert sum(a == b for a, b in zip(lines, intact, strict=False)) >= len(intact) // 3
 
 
 def test_gzip_member_that_zlib_cannot_decode_keeps_the_members_and_lines_before_it(tmp_path):
