@@ -1,6 +1,6 @@
 """Throughput and memory benchmark of the sanitizer against a stock-Beam peer and a no-policy floor.
 
-    python bench/run_bench.py [--records 1000000] [--only a,b,c,d,e] [--keep] [--repeat 1]
+    python bench/run_bench.py [--records 1000000] [--only a,b,c,d,e,f] [--keep] [--repeat 1]
     python bench/run_bench.py --sizes 100000,1000000,5000000 [--only a]
 
 Variants, each run as its own subprocess on the same input file:
@@ -8,6 +8,7 @@ Variants, each run as its own subprocess on the same input file:
   (a) this pipeline, default runner (FnApiRunner, in-process):
       python -m pipeline --input F --output D --as-of ... --pseudonym-key-file sample/dev-pseudonym.key
   (b) the same with --runner=FnApiRunner --direct_num_workers=N --direct_running_mode=multi_processing
+  (f) the same with --runner=DaskRunner (a LocalCluster of N single-threaded worker processes for the run)
   (c) bench/peer_stock_beam.py: the obvious per-element stock-Beam design, same policy code, same runner
   (d) bench/floor_arrow.py: parse + write zstd Parquet with no policy at all, plain Python, no Beam
   (e) bench/upper_bound.py: the pipeline's own reading machinery (screen, route by type, Arrow with
@@ -64,12 +65,14 @@ SAMPLE_EVERY = 0.1  # seconds between RSS samples
 PY = sys.executable
 
 LABELS = {
-    "a": "(a) pipeline, FnApiRunner in-process",
+    "a": "(a) pipeline, FnApiRunner in-process (pinned: --direct_num_workers=1)",
     "b": "(b) pipeline, FnApiRunner multi_processing x{workers}",
     "c": "(c) stock Beam per-element peer",
     "d": "(d) floor: orjson/Arrow -> Parquet, no policy",
     "e": "(e) upper bound: the pipeline's reading and writing, no policy, {workers} processes",
+    "f": "(f) pipeline, DaskRunner on a LocalCluster of {workers} single-threaded worker processes",
 }
+PIPELINE_VARIANTS = ("a", "b", "f")
 
 
 # --------------------------------------------------------------------------- machine
@@ -300,8 +303,10 @@ def startup_seconds() -> float:
 def command(variant: str, input_path: str, out_dir: str, workers: int) -> list[str]:
     pipeline = [PY, "-m", "pipeline", "--input", input_path, "--output", out_dir, "--as-of", AS_OF,
                 "--pseudonym-key-file", KEY_FILE]
-    if variant == "a":
-        return pipeline
+    if variant == "a":  # pinned: the command's default spreads big inputs over every core
+        return pipeline + ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    if variant == "f":
+        return pipeline + ["--runner=DaskRunner"]
     if variant == "b":
         return pipeline + ["--runner=FnApiRunner", f"--direct_num_workers={workers}",
                            "--direct_running_mode=multi_processing"]
@@ -342,7 +347,7 @@ def check_run(run: Run, types: list[str], input_lines: int, reference: dict | No
     if run.returncode != 0:
         return {"ok": False, "note": f"exit code {run.returncode}"}
     counted = count_outputs(run, types)
-    if run.variant in ("a", "b"):
+    if run.variant in PIPELINE_VARIANTS:
         with open(os.path.join(run.out_dir, "_report.json"), encoding="utf-8") as fh:
             report = json.load(fh)
         out = sum(report["output_records"].values())
@@ -539,15 +544,15 @@ def comparison(args, variants: list[str], info: dict[str, str], tmp: str) -> str
           + (f"generated in {gen:.1f} s" if gen is not None else "(cached)"), flush=True)
     warm_cache(input_path)
     lines_in_file = count_lines(input_path)
-    startup = startup_seconds() if set(variants) & {"a", "b", "c"} else None
+    startup = startup_seconds() if set(variants) & {"a", "b", "c", "f"} else None
 
     before = source_fingerprint()
     runs, all_runs = run_rounds(variants, n, input_path, tmp, args.workers, args.repeat, args.keep)
     # Checked after all runs, pipeline first: its report is the reference the peer is compared with.
     reference = None
-    for v in sorted(runs, key=lambda v: v not in ("a", "b")):
+    for v in sorted(runs, key=lambda v: v not in PIPELINE_VARIANTS):
         runs[v].checks = check_run(runs[v], types, lines_in_file, reference)
-        if v in ("a", "b") and runs[v].checks.get("ok") and reference is None:
+        if v in PIPELINE_VARIANTS and runs[v].checks.get("ok") and reference is None:
             reference = runs[v].checks
     if not args.keep:
         for run in runs.values():
@@ -632,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip().lower().strip("()") for v in (args.only or default).split(",") if v.strip()]
     unknown = [v for v in variants if v not in LABELS]
     if unknown or not variants:
-        ap.error(f"--only: unknown variant(s) {unknown}; choose from a,b,c,d,e")
+        ap.error(f"--only: unknown variant(s) {unknown}; choose from a,b,c,d,e,f")
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
 

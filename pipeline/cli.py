@@ -191,7 +191,30 @@ def _resolve(argv: list[str]) -> tuple[Command, list[str]]:
     return cmds["run"], argv
 
 
+def _option_value(argv: list[str], *names: str) -> str | None:
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name in names:
+            return value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+    return None
+
+
+def _check_data_key(argv: list[str]) -> None:
+    """subject / maintain with a key: it must be the key the data was written with (exit 2)."""
+    if "-h" in argv or "--help" in argv:
+        return
+    data = _option_value(argv, "--data")
+    key_file = _option_value(argv, "--pseudonym-key-file", "--pseudonym_key_file")
+    if not data or not key_file or not os.path.isdir(data):
+        return
+    from pipeline.commands import check_output_key
+
+    check_output_key(data, key_file)
+
+
 def _call(command: Command, argv: list[str], common: Common) -> int:
+    if command.name in ("subject", "maintain"):
+        _check_data_key(argv)
     module_name, _, func = command.target.partition(":")
     module = importlib.import_module(module_name)
     if func:

@@ -141,11 +141,87 @@ def _remove_leftovers(output: str | None, existed: bool, staged_before: set[str]
 def run_command(argv: list[str], common: Common) -> int:
     """`telemetry-sanitizer [run] ...`."""
     ns, beam_ns = validate(run_parser(), argv)
+    files = _inputs(ns.input)
+    if ns.output and os.path.isdir(ns.output):
+        check_output_key(ns.output, ns.pseudonym_key_file)
+    argv = [*argv, *machine_defaults(argv, files)]
+    beam_ns = check_beam_args(_beam_part(argv), option_strings(run_parser()))
+    from pipeline.progress import Progress
     from pipeline.run import run
 
-    with cleaned_up_on_failure(ns.output) as result, quiet_workers(beam_ns, common):
+    with cleaned_up_on_failure(ns.output) as result, quiet_workers(beam_ns, common), \
+            Progress(files, _progress_dir(), common.progress_interval, enabled=not common.quiet and bool(files),
+                     json_lines=common.log_format == "json"):
         result.append(run(argv))
     return result[0]
+
+
+def _beam_part(argv: list[str]) -> list[str]:
+    _, rest = run_parser().parse_known_args(argv)
+    return rest
+
+
+def _progress_dir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def _inputs(patterns: list[str] | None) -> list[str]:
+    """The input files, or [] when the globs are bad (the run then says so, exit 2)."""
+    from pipeline.files import InputError, expand_inputs
+
+    try:
+        return expand_inputs(patterns) if patterns else []
+    except InputError:
+        return []
+
+
+def check_output_key(output: str, key_file: str | None) -> None:
+    """Refuse a key that is not the one the existing output was written with (exit 2)."""
+    from pipeline.keycheck import KeyMismatchError, check_key
+    from pipeline.run import ConfigError, load_key
+
+    try:
+        key = load_key(key_file)[0] if key_file else None
+    except ConfigError:
+        return  # the run reports an unreadable key file itself
+    try:
+        check_key(output, key)
+    except KeyMismatchError as exc:
+        raise UsageError(str(exc)) from None
+
+
+LOCAL_RUNNER_OPTIONS = ("--runner", "--direct_num_workers", "--direct_running_mode")
+
+
+def machine_defaults(argv: list[str], files: list[str]) -> list[str]:
+    """Options that make the default run use every core (docs/performance.md has the numbers):
+    multi-processing with one worker per core, when nothing about the runner was given and the
+    input has at least two chunks to spread; in-process otherwise (a single chunk cannot be
+    split, and starting workers costs about 2 s)."""
+    if any(a.split("=", 1)[0] in LOCAL_RUNNER_OPTIONS for a in argv):
+        return []
+    workers = min(os.cpu_count() or 1, _chunks(files))
+    if workers < 2:
+        return []
+    return [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+
+
+def _chunks(files: list[str]) -> int:
+    """Chunks the reader can spread over workers: plain files are cut every CHUNK_BYTES, a
+    gzip file is one chunk."""
+    from pipeline.reading import CHUNK_BYTES, GZIP_MAGIC
+
+    count = 0
+    for path in files:
+        try:
+            with open(path, "rb") as fh:
+                gz = fh.read(2) == GZIP_MAGIC
+            count += 1 if gz else max(1, -(-os.path.getsize(path) // CHUNK_BYTES))
+        except OSError:
+            count += 1
+    return count
 
 
 def quiet_workers(beam_ns: argparse.Namespace, common: Common) -> contextlib.AbstractContextManager:
@@ -168,6 +244,8 @@ def watch_command(argv: list[str], common: Common) -> int:
     ns, _ = validate(parser, argv)
     if ns.idle_timeout is not None and ns.idle_timeout < 0:
         raise UsageError(f"--idle-timeout {ns.idle_timeout}: must be >= 0")
+    if ns.output and os.path.isdir(ns.output):
+        check_output_key(ns.output, ns.pseudonym_key_file)
     from pipeline.watch import main as watch_main
 
     return watch_main(argv)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 
+from pipeline import progress
 from transforms.records import Unreadable
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -324,9 +325,11 @@ class _ReadLineBatches(beam.DoFn):
         for item in read_chunk(path, start, end, first_line, self.max_line_bytes):
             batch.append(item)
             if len(batch) >= self.batch_lines:
+                progress.report_batch(batch)
                 yield path, index, batch
                 batch = []
         if batch:
+            progress.report_batch(batch)
             yield path, index, batch
 
 

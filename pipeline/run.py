@@ -32,6 +32,7 @@ from pipeline.reading import CHUNK_BYTES
 from pipeline.report import build_report, summary
 from schemas.policy import PolicyError, load_policy
 from transforms.fields import FieldTypeError, parse_rfc3339
+from transforms.pseudonym import key_fingerprint
 from transforms.records import QUARANTINE_SCHEMA, SanitizeContext
 from transforms.withdrawals import WithdrawalsError, load_withdrawals
 
@@ -220,6 +221,7 @@ def run(argv: list[str]) -> int:
             "policy": {"version": policy.version, "sha256": policy.sha256, "source": policy.source},
             "report_path": f"_reports/{run_id}.json" if opts.append else "_report.json",
             "key": {"mode": key_mode, "linkable_across_runs": key_mode != "random-per-run"},
+            "key_fingerprint": key_fingerprint(key),
             "withdrawals": {"file": withdrawals, "devices": n_devices} if withdrawals else None,
         }
         report = build_report(stats, meta)
