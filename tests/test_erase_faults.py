@@ -42,7 +42,8 @@ KILL_POINTS = [
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to kill at a system call")
 @pytest.mark.parametrize(("syscall", "when"), KILL_POINTS, ids=[f"{s}-{n}" for s, n in KILL_POINTS])
-def test_killed_erase_leaves_old_or_new_tables_and_a_second_erase_finishes(data, device_id, syscall, when, capsys):
+def test_killed_erase_leaves_old_or_new_tables_and_a_second_erase_finishes(data, device_id, syscall, when,  # noqa: F811
+                                                                           capsys):
     subject = {t: len(r) for t, r in direct_rows(data, device_id).items()}
     before = total_rows(data)
     stray_copy(data, "url_visit", direct_rows(data, device_id)["url_visit"])  # a killed run's leftover
