@@ -67,7 +67,7 @@ def vacuum(dt: DeltaTable) -> int:
     stale = [p for p in log.iterdir() if STALE_COMMIT_TEMP.match(p.name)] if log.is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
         here = Path(dirpath)
         if DELTA_LOG in here.relative_to(root).parts:
             continue
