@@ -20,11 +20,9 @@ files written but not committed, and removed files not yet vacuumed, are what th
 from __future__ import annotations
 
 import json
-import operator
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import reduce
 from typing import Any
 
 import pyarrow as pa
@@ -43,6 +41,7 @@ from pipeline.subject import (
     find_rows,
     iter_tables,
     open_table,
+    partition_predicate,
     subject_columns,
 )
 from schemas.policy import PARTITION_COLUMNS
@@ -77,23 +76,6 @@ class ErasureResult:
         }
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def partition_predicate(parts: list[tuple[str | None, ...]]) -> tuple[str, pc.Expression]:
-    """SQL predicate (for the commit) and dataset expression (for reading) of the given partitions."""
-    sql, exprs = [], []
-    for values in parts:
-        terms, ex = [], []
-        for col, value in zip(PARTITION_COLUMNS, values, strict=True):
-            terms.append(f"{col} IS NULL" if value is None else f"{col} = {_quote(value)}")
-            ex.append(pc.field(col).is_null() if value is None else pc.field(col) == value)
-        sql.append("(" + " AND ".join(terms) + ")")
-        exprs.append(reduce(operator.and_, ex))
-    return " OR ".join(sql), reduce(operator.or_, exprs)
-
-
 def _needles(req: Request) -> list[str]:
     return sorted({p for values in req.candidates.values() for p in values} | {req.raw_id})
 
@@ -102,11 +84,8 @@ def _rewrite(req: Request, ref: TableRef, dt: DeltaTable, dataset, hits: pa.Tabl
     """One commit replacing the partitions in `hits` by their rows minus the subject's."""
     present = set(dataset.schema.names)
     columns = {c: k for c, k in subject_columns(req.policy, ref.record_type).items() if c in present}
-    partitioned = all(c in present for c in PARTITION_COLUMNS) and dt.metadata().partition_columns
-    if partitioned:
-        parts = sorted(set(zip(*(hits.column(c).to_pylist() for c in PARTITION_COLUMNS), strict=True)),
-                       key=lambda p: tuple("" if v is None else v for v in p))
-        predicate, expr = partition_predicate(parts)
+    if all(c in present for c in PARTITION_COLUMNS) and dt.metadata().partition_columns:
+        predicate, expr = partition_predicate(hits)
         full = dataset.to_table(filter=expr)
     else:
         predicate, full = None, dataset.to_table()

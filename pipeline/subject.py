@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import operator
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from deltalake.exceptions import DeltaError
 from pipeline.housekeeping import BusyError
 from pipeline.run import ConfigError, load_key
 from pipeline.tables import DELTA_LOG, list_tables, record_type_of, table_kind
-from schemas.policy import Policy, PolicyError, load_policy
+from schemas.policy import PARTITION_COLUMNS, Policy, PolicyError, load_policy
 from transforms.pseudonym import Pseudonymizer
 
 SUBJECT_KINDS = ("device", "user", "email")
@@ -132,24 +133,48 @@ def open_table(ref: TableRef) -> tuple[DeltaTable, pads.Dataset]:
         raise DataFileError(f"{ref.path}: cannot read the table: {exc.__class__.__name__}: {exc}") from None
 
 
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def partition_predicate(hits: pa.Table) -> tuple[str, pc.Expression]:
+    """SQL predicate (for a commit) and dataset expression (for reading) naming exactly the
+    partitions of the rows in `hits`: partition columns only, never a row's value."""
+    parts = sorted(set(zip(*(hits.column(c).to_pylist() for c in PARTITION_COLUMNS), strict=True)),
+                   key=lambda p: tuple("" if v is None else v for v in p))
+    sql, exprs = [], []
+    for values in parts:
+        terms, ex = [], []
+        for col, value in zip(PARTITION_COLUMNS, values, strict=True):
+            terms.append(f"{col} IS NULL" if value is None else f"{col} = {_quote(value)}")
+            ex.append(pc.field(col).is_null() if value is None else pc.field(col) == value)
+        sql.append("(" + " AND ".join(terms) + ")")
+        exprs.append(reduce(operator.and_, ex))
+    return " OR ".join(sql), reduce(operator.or_, exprs)
+
+
 def find_rows(ref: TableRef, dataset: pads.Dataset, policy: Policy, candidates: dict[str, list[str]],
               columns: list[str] | None = None) -> pa.Table | None:
     """The subject's rows (only `columns` if given); None when the table has no column naming a person.
 
-    The match is done in memory on the pseudonym columns: a filter pushed into the dataset is
-    also tested against the file statistics the table log may hold, and pyarrow has no kernel
-    for some of those types (string_view)."""
+    The pseudonym and partition columns are read first; whole rows only from the partitions
+    holding a match. The match is done in memory: a filter pushed into the dataset is also
+    tested against the file statistics the table log may hold, and pyarrow has no kernel for
+    some of those types (string_view)."""
     present = set(dataset.schema.names)
     match = {c: k for c, k in subject_columns(policy, ref.record_type).items() if c in present}
     if not match:
         return None
+    keys = [c for c in PARTITION_COLUMNS if c in present]
     try:
-        wanted = list(dict.fromkeys([*match, *(columns if columns is not None else dataset.schema.names)]))
-        table = dataset.to_table(columns=wanted)
-        rows = table.filter(_mask(table, match, candidates))
+        narrow = dataset.to_table(columns=list(dict.fromkeys([*match, *keys, *(columns or [])])))
+        hits = narrow.filter(_mask(narrow, match, candidates))
+        if columns is not None or not hits.num_rows:
+            return hits.select(columns) if columns is not None else hits
+        full = dataset.to_table(filter=partition_predicate(hits)[1] if len(keys) == len(PARTITION_COLUMNS) else None)
+        return full.filter(_mask(full, match, candidates))
     except (pa.ArrowException, OSError) as exc:
         raise DataFileError(f"{ref.path}: cannot read: {exc.__class__.__name__}: {exc}") from None
-    return rows.select(columns) if columns is not None else rows
 
 
 # ----------------------------------------------------------------- shared setup
