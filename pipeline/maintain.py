@@ -157,20 +157,28 @@ def summary(data_dir: Path, counts: Counts, as_of: datetime, target_mb: int, sec
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline maintain",
-                                     description="Retention at rest, compaction and vacuum of a run's output.")
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.cli import add_common
+    from pipeline.cliparse import Parser, positive_int
+
+    parser = Parser(prog="telemetry-sanitizer maintain",
+                    description="Retention at rest, compaction and vacuum of a run's output.",
+                    epilog="example:\n  telemetry-sanitizer maintain --data /data/out --as-of 2026-11-25T00:00:00Z")
+    add_common(parser)
     parser.add_argument("--data", required=True, help="output directory of pipeline runs")
     parser.add_argument("--as-of", "--as_of", dest="as_of", default=None,
                         help="time retention is counted back from, RFC 3339 (default: now), as for a run")
     parser.add_argument("--policy", default=None, help="policy TOML file (default: the built-in policy)")
-    parser.add_argument("--target-file-size-mb", dest="target_mb", type=int, default=TARGET_FILE_SIZE_MB,
+    parser.add_argument("--target-file-size-mb", dest="target_mb", type=positive_int, default=TARGET_FILE_SIZE_MB,
                         help=f"compaction target per file in MiB (default {TARGET_FILE_SIZE_MB})")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error, already printed as one line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.target_mb <= 0:
             raise ConfigError(f"--target-file-size-mb {args.target_mb}: must be a positive number of MiB")

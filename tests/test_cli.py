@@ -71,6 +71,7 @@ def test_overview_names_every_command_and_the_exit_codes(capsys):
     (["schema", "--frmat", "sql"], "--format"),
     (["subject", "export", "--id", "x", "--data", "d", "--output", "o", "--pseudonym-key-flie", "k"],
      "--pseudonym-key-file"),
+    (["maintain", "--dat", "x"], "--data"),
     (["polcy"], "policy"),
 ])
 def test_a_misspelt_option_exits_2_with_one_line_and_a_suggestion(argv, hint, capsys, tmp_path, monkeypatch):
