@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ./run_local.sh          set up .venv if needed, sanitize the bundled sample into ./out
-# ./run_local.sh test     set up .venv if needed, run the whole test suite (and ruff)
+# ./run_local.sh test     set up .venv if needed, run ruff, mypy and the whole test suite
 # ./run_local.sh bench    set up .venv if needed, run the throughput benchmark
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -40,6 +40,7 @@ case "${1:-run}" in
   test)
     shift
     "$VENV/bin/ruff" check .
+    "$VENV/bin/mypy"   # settings and files: [tool.mypy] in pyproject.toml
     "$VENV/bin/python" -m pytest -q "$@"
     ;;
   bench)

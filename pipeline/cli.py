@@ -307,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         logging.disable(logging.NOTSET)
+        from pipeline.logs import JsonLines
+
+        if isinstance(sys.stderr, JsonLines):
+            sys.stderr.flush()
+            sys.stderr = sys.stderr.stream
 
 
 def _main(argv: list[str], debug: bool) -> int:
@@ -330,8 +335,8 @@ def _main(argv: list[str], debug: bool) -> int:
         log_error(str(exc))
         return EXIT_USAGE
     except SystemExit as exc:  # argparse: --help (0) or a usage error already printed (2)
-        code = exc.code
-        return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_USAGE)
+        status = exc.code
+        return status if isinstance(status, int) else (EXIT_OK if status is None else EXIT_USAGE)
     except KeyboardInterrupt:
         if debug:
             raise

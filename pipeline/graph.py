@@ -123,7 +123,7 @@ class SumCounters(beam.CombineFn):
         return acc
 
     def merge_accumulators(self, accs) -> Counter:
-        total = Counter()
+        total: Counter = Counter()
         for acc in accs:
             total.update(acc)
         return total

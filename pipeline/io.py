@@ -127,7 +127,7 @@ class _StageWriter(beam.DoFn):
         if self.flush_each or self.rows[key] >= self.FLUSH_ROWS:
             yield self._flush(key)
         while self.total >= self.FLUSH_TOTAL:
-            yield self._flush(max(self.rows, key=self.rows.get))
+            yield self._flush(max(self.rows, key=lambda k: self.rows[k]))
         while len(self.buffers) > self.MAX_PARTITIONS:
             yield self._flush(next(iter(self.buffers)))
 

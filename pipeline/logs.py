@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 _state = {"format": "text", "quiet": False}
 
@@ -48,6 +49,8 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str | None, fmt: str = "text", quiet: bool = False, debug: bool = False) -> None:
     """One stderr handler on the root logger; level WARNING unless asked (ERROR with --quiet)."""
     _state["format"], _state["quiet"] = fmt, quiet
+    if fmt == "json" and not isinstance(sys.stderr, JsonLines):
+        sys.stderr = JsonLines(sys.stderr)
     chosen = getattr(logging, level) if level else (logging.ERROR if quiet else logging.WARNING)
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -61,6 +64,46 @@ def configure_logging(level: str | None, fmt: str = "text", quiet: bool = False,
         logging.getLogger(name).setLevel(chosen)
     if fmt == "json" or level:
         logging.captureWarnings(True)
+
+
+class JsonLines:
+    """sys.stderr with --log-format json: the plain `error: ...` / `warning: ...` lines that commands
+    print become JSON objects too; lines that already are JSON (the log handler's) pass unchanged."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        while "\n" in self.pending:
+            line, self.pending = self.pending.split("\n", 1)
+            self.stream.write(self._convert(line) + "\n")
+        return len(text)
+
+    def _convert(self, line: str) -> str:
+        if not line.strip() or line.lstrip().startswith("{"):
+            return line
+        level, _, rest = line.partition(": ")
+        if level not in ("error", "warning", "note") or not rest:
+            level, rest = "info", line
+        return json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": level,
+                           "logger": "telemetry-sanitizer", "message": rest}, ensure_ascii=False)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.stream.write(self._convert(self.pending) + "\n")
+            self.pending = ""
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
 
 
 def json_logs() -> bool:

@@ -12,7 +12,6 @@ The command's side, `Progress`, polls the file in a thread: on a terminal a live
 
 from __future__ import annotations
 
-import gzip
 import os
 import struct
 import sys
@@ -49,20 +48,23 @@ def report_batch(batch: list) -> None:
 
 def expected_bytes(files: list[str]) -> int:
     """Bytes of lines the inputs hold: plain files by size, .gz files by their trailer's length
-    field (exact for a single member below 4 GiB; at least the compressed size otherwise)."""
+    field (exact for a single member below 4 GiB; at least the compressed size otherwise).
+    Positioned reads (pread) of a few bytes: the files' own reading is left exactly as it is."""
     total = 0
     for path in files:
         try:
             size = os.path.getsize(path)
-            with open(path, "rb") as fh:
-                magic = fh.read(2)
-                if magic != b"\x1f\x8b":
-                    total += size
-                    continue
-                fh.seek(max(0, size - 4))
-                isize = struct.unpack("<I", fh.read(4).rjust(4, b"\0"))[0]
-            total += max(isize, size)
-        except (OSError, struct.error, gzip.BadGzipFile):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                magic = os.pread(fd, 2, 0)
+                trailer = os.pread(fd, 4, max(0, size - 4)) if magic == b"\x1f\x8b" else b""
+            finally:
+                os.close(fd)
+            if len(trailer) == 4:
+                total += max(struct.unpack("<I", trailer)[0], size)
+            else:
+                total += size
+        except OSError:
             continue
     return total
 
@@ -164,8 +166,14 @@ class Progress:
             try:
                 from tqdm import tqdm
 
+                try:
+                    columns = os.get_terminal_size(sys.stderr.fileno()).columns
+                except (OSError, ValueError):
+                    columns = 0
+                # a terminal that reports no width (e.g. under script(1)) would get an empty bar
+                sized = {"dynamic_ncols": True} if columns >= 40 else {"ncols": 100}
                 bar = tqdm(total=self.total or None, unit="B", unit_scale=True, desc="reading", file=sys.stderr,
-                           leave=False, dynamic_ncols=True, mininterval=0.5)
+                           leave=False, mininterval=0.5, **sized)
             except ImportError:
                 bar = None
         next_line = time.monotonic() + self.interval

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 
@@ -102,7 +103,7 @@ class GzipMembers(PlainChunk):
         super().__init__(path)
         self.size = _size(self.fh, 0)
         self.pending = b""  # compressed bytes not yet consumed; they start at self.offset
-        self.decoder = None  # zlib decoder of the current member; None between members
+        self.decoder: Any = None  # zlib decoder of the current member; None between members
         self.eof = False
 
     def _more(self) -> bool:

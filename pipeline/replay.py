@@ -42,6 +42,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -94,7 +95,8 @@ def read_lines(path: str, warnings: list[str]) -> Iterator[bytes]:
     """Lines of a plain or gzip file (by content), each ending in exactly the bytes it had plus a final
     '\\n' when the file's last line lacked one. A cut-off gzip file yields what could be read."""
     with open(path, "rb", buffering=1 << 20) as raw:
-        stream = gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == GZIP_MAGIC else raw
+        gz = raw.peek(2)[:2] == GZIP_MAGIC  # type: ignore[attr-defined]  # a BufferedReader
+        stream: Any = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
         try:
             for line in stream:
                 yield line if line.endswith(b"\n") else line + b"\n"
@@ -236,7 +238,7 @@ class LandingWriter:
         os.makedirs(self.incoming, exist_ok=True)
         self.file_records = file_records
         self.file_seconds = file_seconds
-        self.fh = None
+        self.fh: BinaryIO | None = None
         self.tmp = ""
         self.in_file = 0
         self.opened = 0.0

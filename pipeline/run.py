@@ -144,8 +144,11 @@ def run(argv: list[str]) -> int:
         never = {path: what for path, what in ((opts.pseudonym_key_file, "the --pseudonym-key-file"),
                                                   (opts.withdrawals, "the --withdrawals file")) if path}
         input_warnings: list[str] = []
-        files = expand_inputs(opts.input, never=never, warn=lambda m: (input_warnings.append(m),
-                                                                        print(f"warning: {m}", file=sys.stderr)))
+        def warn(message: str) -> None:
+            input_warnings.append(message)
+            print(f"warning: {message}", file=sys.stderr)
+
+        files = expand_inputs(opts.input, never=never, warn=warn)
         before = snapshot(files)
         try:
             ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)

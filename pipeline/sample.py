@@ -44,6 +44,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -135,7 +136,7 @@ class _Person:
 
 def _make_people(k: int) -> list[_Person]:
     seen: set[tuple[str, int]] = set()
-    out = []
+    out: list[_Person] = []
     while len(out) < k:
         key = (_P.choice(_FIRST_NAMES), _P.randrange(1, 100))
         if key not in seen:
@@ -311,7 +312,7 @@ _SUBDOMAINS = (("www.", 50), ("", 25), ("m.", 4), ("shop.", 3), ("login.", 3), (
                ("mail.", 3), ("static.", 2), ("portal.", 2), ("secure.", 2))
 
 
-def _weighted(pairs: tuple[tuple[str, float], ...]) -> str:
+def _weighted(pairs: tuple[tuple[Any, float], ...]) -> Any:
     return _P.choices([p[0] for p in pairs], weights=[p[1] for p in pairs])[0]
 
 
@@ -840,7 +841,7 @@ class _Ctx:
 
     # -- data builders ---------------------------------------------------------
     def _d_url_visit(self, dev: _Device) -> dict:
-        data = {"url": self.url(self.rnd() < CRED_URL_FRACTION)}
+        data: dict[str, Any] = {"url": self.url(self.rnd() < CRED_URL_FRACTION)}
         r = self.rnd()
         if r < 0.55:
             data["referrer"] = self.url(self.rnd() < 0.1)
@@ -1249,6 +1250,7 @@ def write_sample(path: str, n: int, seed: int = 7, dirty: bool = True, **kw) -> 
     buf: list[bytes] = []
     level = kw.pop("compresslevel", 1)      # fast: the big files feed benchmarks
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    out: Any
     if path.endswith(".gz"):
         raw = open(path, "wb")
         out = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=level)

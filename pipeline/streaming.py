@@ -33,6 +33,7 @@ from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms import trigger, window
 
+from pipeline.cliparse import non_negative_int, positive_int
 from pipeline.graph import QUARANTINE, STATS, SumCounters, gc_paused
 from pipeline.io import parquet_compression, partition_dir
 from transforms.columnar import sanitize_columnar
@@ -49,15 +50,17 @@ from transforms.records import (
 class StreamingOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--window-seconds", "--window_seconds", dest="window_seconds", type=int, default=60)
+        parser.add_argument("--window-seconds", "--window_seconds", dest="window_seconds", type=positive_int,
+                            default=60, help="fixed window length in seconds (default 60)")
         parser.add_argument("--allowed-lateness-seconds", "--allowed_lateness_seconds",
-                            dest="allowed_lateness_seconds", type=int, default=600)
+                            dest="allowed_lateness_seconds", type=non_negative_int, default=600,
+                            help="how late an element may arrive and still be written (default 600)")
         parser.add_argument("--pubsub-subscription", "--pubsub_subscription", dest="pubsub_subscription")
         parser.add_argument("--pubsub-timestamp-attribute", "--pubsub_timestamp_attribute",
                             dest="pubsub_timestamp_attribute", default=None)
         parser.add_argument("--kafka-bootstrap", "--kafka_bootstrap", dest="kafka_bootstrap")
         parser.add_argument("--kafka-topic", "--kafka_topic", dest="kafka_topic")
-        parser.add_argument("--shards", type=int, default=4, help="parallel batches per window")
+        parser.add_argument("--shards", type=positive_int, default=4, help="parallel batches per window")
 
 
 def _window_tag(w: window.IntervalWindow) -> str:

@@ -279,7 +279,7 @@ class Watcher:
     def run_files_in_output(self, run_id: str) -> list[str]:
         """Published data files of one run (names carry the run id); staging directories are skipped."""
         prefix = f"part-{run_id}-"
-        found = []
+        found: list[str] = []
         for root, dirs, files in os.walk(self.output):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             found.extend(os.path.join(root, f) for f in files if f.startswith(prefix) and f.endswith(".parquet"))

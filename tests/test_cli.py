@@ -98,6 +98,9 @@ def test_a_misspelt_option_in_a_real_process_writes_nothing(tmp_path):
     ["sample", "--records", "3", "--output", "x", "--days", "0"],
     ["--input", "x", "--output", "o", "--log-level", "LOUD"],
     ["--input", "x", "--output", "o", "--progress-interval", "0"],
+    ["stream", "--output", "o", "--window-seconds", "0"],
+    ["stream", "--output", "o", "--shards", "0"],
+    ["maintain", "--data", "d", "--target-file-size-mb", "0"],
 ])
 def test_bad_values_exit_2_with_one_line(argv, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -229,3 +232,13 @@ def test_json_log_format_makes_errors_json(capsys, tmp_path):
     assert code == 2
     doc = json.loads(err.strip())
     assert doc["level"] == "error" and "--runner Nope" in doc["message"]
+
+
+def test_json_log_format_turns_every_stderr_line_into_json(tmp_path):
+    proc = run_cli("--log-format", "json", "--input", SAMPLE[0], "--output", str(tmp_path / "o"),
+                   "--policy", str(tmp_path / "missing.toml"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    doc = json.loads(lines[0])
+    assert doc["level"] == "error" and "missing.toml" in doc["message"]

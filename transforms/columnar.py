@@ -146,13 +146,13 @@ def route_lines(known: Container[bytes], screen: str, max_bytes: int, lines: lis
     candidates: list[tuple[int, bytes]] = []
     for item in lines:
         raw = item[1]
-        if (raw.__class__ is Unreadable or raw[:2] != b'{"' or len(raw) > max_bytes
+        if (isinstance(raw, Unreadable) or raw[:2] != b'{"' or len(raw) > max_bytes
                 or not (raw[-1] == 125 or raw.endswith(b"}\r"))  # 125: "}"
                 or raw.count(b"{") != raw.count(b"}")  # most lines cut off after an inner object
                 or not (raw.isascii() or _utf8(raw))):  # Arrow does not check UTF-8 in strings
             slow.append(item)
         else:
-            candidates.append(item)
+            candidates.append((item[0], raw))
     flagged = pc.match_substring_regex(pa.array([raw for _, raw in candidates], pa.binary()), screen)
     groups: dict[bytes, Group] = {}
     for item, suspect in zip(candidates, flagged.to_pylist(), strict=True):

@@ -38,7 +38,7 @@ class FieldTypeError(ValueError):
     """The value has a type the contract does not allow; the record is quarantined."""
 
 
-def parse_rfc3339(value: str) -> datetime:
+def parse_rfc3339(value: object) -> datetime:
     """RFC 3339 with a mandatory offset ('Z' or +hh:mm), returned in UTC."""
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         if isinstance(value, str) and _RFC3339_NO_OFFSET.fullmatch(value):
@@ -193,6 +193,7 @@ class FieldEngine:
         key = id(rule)
         if key in self._unique and width == 1:  # values that never repeat (event ids): no memo
             return [self._each(fn, rule.name, values, failed)]
+        memo: dict[Any, Any] | None
         if key in self._unique:
             memo, failures = {}, {}
         else:

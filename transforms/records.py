@@ -83,7 +83,7 @@ class Unreadable(NamedTuple):
                 f"{self.reason}; not read from byte {self.offset}: {self.lost_bytes} bytes", "",
                 self.lost_bytes, "")
 
-    def count(self, source: str, stats: Counter) -> None:
+    def count(self, source: str, stats: Counter) -> None:  # type: ignore[override]  # not tuple.count
         stats["input_records"] += 1
         stats["quarantined/unreadable_input"] += 1
         stats[f"unreadable_bytes/{source}"] += self.lost_bytes
@@ -245,7 +245,7 @@ def validate(rec: Any, ctx: SanitizeContext) -> tuple[TypePolicy, datetime]:
     if type(version) is not int or version != 1:
         raise Rejected("unknown_schema_version", f"schema_version: {type(version).__name__}")
     rtype = _require_str(rec, "type")
-    tpol = ctx.policy.types.get(rtype)
+    tpol = ctx.policy.types.get(rtype or "")
     if tpol is None:
         raise Rejected("unknown_type", "type")
     _require_str(rec, "event_id")
@@ -388,7 +388,8 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
     result = BatchResult()
     stats = result.stats
     quarantine: list[tuple] = []
-    accepted: dict[tuple[str, str, str, str], list[tuple[dict, datetime, str, list[str], int]]] = defaultdict(list)
+    accepted: dict[tuple[str, str, str, str], list[tuple[dict, datetime, str | None, list[str], int]]] = \
+        defaultdict(list)
     written: Counter = Counter()
     dates: dict = {}
     policy = ctx.policy
@@ -400,7 +401,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
     records_in = 0
 
     for line_no, raw in lines:
-        if raw.__class__ is Unreadable:  # the reader could not read the rest of the chunk
+        if isinstance(raw, Unreadable):  # the reader could not read the rest of the chunk
             raw.count(source, stats)
             quarantine.append(raw.quarantine_row(source, line_no))
             continue

@@ -42,7 +42,7 @@ class SpecialCategoryMatcher:
         """Category name if `key` is a special-category field name, else None."""
         hit = self._cache.get(key, _UNSEEN)
         if hit is not _UNSEEN:
-            return hit
+            return hit  # type: ignore[return-value]  # a cached str | None
         ws = words(key)
         found = None
         candidates = set(ws)

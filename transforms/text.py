@@ -497,7 +497,7 @@ _ACCOUNT_CMDLETS = frozenset({
     "enable-adaccount", "disable-adaccount", "unlock-adaccount", "set-adaccountpassword",
 })
 _SHORT_USER_OPTIONS = frozenset({"u", "U", "l"})
-_LOGIN_OPTIONS = (frozenset({"u", "p"}), (), frozenset())
+_LOGIN_OPTIONS: tuple[frozenset[str], tuple[str, ...], frozenset[str]] = (frozenset({"u", "p"}), (), frozenset())
 
 _SSH_WORDS = frozenset({
     "ssh", "scp", "sftp", "rsync", "plink", "pscp", "psftp", "sshpass", "autossh", "mosh", "ssh-copy-id",
@@ -714,7 +714,8 @@ class _Run:
                 elif name in ("authorization", "proxy-authorization", "cookie", "set-cookie"):
                     vstart, end = start, _eol(text, start)
                 else:
-                    vstart, end = start, _HEADER_TOKEN.match(text, start).end()
+                    token = _HEADER_TOKEN.match(text, start)
+                    vstart, end = start, token.end() if token else start
                 value = text[vstart:end]
                 scheme = _AUTH_SCHEME.match(value)
                 prefix = scheme[0] if scheme else ""
@@ -797,8 +798,8 @@ class _Run:
                 name, end = m["name"], m.end()
                 e = None
                 if m["dash"] == "-" and name in spaced:
-                    kind = "user" if name in _SHORT_USER_OPTIONS else "secret"
-                    e = self.value_edit(_SPACED_VALUE.match(text, end), kind)
+                    kind: str | None = "user" if name in _SHORT_USER_OPTIONS else "secret"
+                    e = self.value_edit(_SPACED_VALUE.match(text, end), kind or "secret")
                 if e is None:
                     kind = _secret_kind(name)
                     if kind is None and account_cmdlet and name.lower() == "name":
@@ -921,6 +922,7 @@ class _Run:
                 key = text[k:key_end].lstrip("-.")
                 if not key or k > 0 and text[k - 1] == "_":
                     continue
+                kind: str | None
                 if key.lower() == "id" and _USER_ID_BEFORE.search(text, max(0, k - 12), k):
                     kind = "user"
                 elif sep[0] == ":" and not quoted and not _LONG_NAME_RE.fullmatch(key):

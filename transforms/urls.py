@@ -223,7 +223,7 @@ class UrlSanitizer:
         return {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__()
+        self.__init__()  # type: ignore[misc]
 
     @property
     def extractor(self) -> tldextract.TLDExtract:
