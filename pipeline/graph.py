@@ -14,7 +14,8 @@ from contextlib import contextmanager
 
 import apache_beam as beam
 
-from pipeline.io import CHUNK_BYTES, ReadTelemetry, WriteMinimizedParquet, WriteQuarantine
+from pipeline.io import WriteMinimizedParquet, WriteQuarantine
+from pipeline.reading import CHUNK_BYTES, ReadTelemetry
 from transforms.columnar import sanitize_columnar
 from transforms.records import SanitizeContext
 from transforms.withdrawals import load_withdrawals
@@ -141,7 +142,7 @@ def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: Sa
                    flush_each: bool = False, inline_small: bool = False,
                    chunk_bytes: int | None = CHUNK_BYTES) -> None:
     """Attach the sanitizing graph to `p`; results land in `staging_dir`. `flush_each`: see
-    io._StageWriter; `inline_small`: see io.WriteMinimizedParquet; `chunk_bytes`: see io.plan_chunks."""
+    io._StageWriter; `inline_small`: see io.WriteMinimizedParquet; `chunk_bytes`: see reading.plan_chunks."""
     batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes, chunk_bytes)
     withdrawals = None
     if withdrawals_path:

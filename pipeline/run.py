@@ -27,8 +27,8 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from pipeline.files import InputError, expand_inputs
 from pipeline.graph import build_pipeline
-from pipeline.io import CHUNK_BYTES
 from pipeline.options import DEFAULT_RUNNER, SanitizerOptions
+from pipeline.reading import CHUNK_BYTES
 from pipeline.report import build_report, summary
 from schemas.policy import PolicyError, load_policy
 from transforms.fields import FieldTypeError, parse_rfc3339

@@ -15,7 +15,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.files import expand_inputs
 from pipeline.graph import STATS, SanitizeRecords, SumCounters
-from pipeline.io import ReadTelemetry, WriteMinimizedParquet
+from pipeline.io import WriteMinimizedParquet
+from pipeline.reading import ReadTelemetry
 
 RUNNER = "FnApiRunner"
 
@@ -72,7 +73,7 @@ def test_write_minimized_parquet_removes_retries_across_batches(ctx, tmp_path):
 
 
 def test_chunked_reading_keeps_exact_line_numbers(tmp_path):
-    from pipeline.io import plan_chunks
+    from pipeline.reading import plan_chunks
 
     path = tmp_path / "big.ndjson"
     lines = [record(str(i)) for i in range(500)]

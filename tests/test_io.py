@@ -5,7 +5,7 @@ from __future__ import annotations
 import io as stdio
 import random
 
-from pipeline import io
+from pipeline import io, reading
 
 
 def reference_lines(data: bytes, max_bytes: int) -> list[bytes]:
@@ -29,9 +29,9 @@ def test_reading_lines_equals_plain_splitting_whatever_the_read_size(monkeypatch
     for _ in range(3000):
         data = bytes(rnd.choice(b"ab{}\r\n\n") for _ in range(rnd.randrange(0, 60)))
         max_bytes = rnd.randrange(1, 12)
-        monkeypatch.setattr(io, "READ_BUFFER", rnd.randrange(1, 9))
-        got = list(io.iter_lines(stdio.BytesIO(data), max_bytes))
-        assert got == list(enumerate(reference_lines(data, max_bytes), 1)), (data, max_bytes, io.READ_BUFFER)
+        monkeypatch.setattr(reading, "READ_BUFFER", rnd.randrange(1, 9))
+        got = list(reading.iter_lines(stdio.BytesIO(data), max_bytes))
+        assert got == list(enumerate(reference_lines(data, max_bytes), 1)), (data, max_bytes, reading.READ_BUFFER)
 
 
 def _stage(writer: io._StageWriter, elements) -> list:
