@@ -18,6 +18,7 @@ setup(
         "pyarrow>=14,<23",
         "orjson>=3.9,<4",
         "tldextract>=5,<6",
+        "deltalake>=1.1,<2",
     ],
     extras_require={
         "test": [

@@ -22,6 +22,12 @@ def normalize_mac(value: str) -> str:
     return _MAC_SEPARATORS.sub("", value).lower()
 
 
+def key_fingerprint(key: bytes) -> str:
+    """A keyed fingerprint naming the pseudonym key in commit metadata and reports: equal
+    fingerprints mean linkable pseudonyms; the key cannot be recovered from it."""
+    return hmac.new(key, b"telemetry-sanitizer/key-fingerprint/v1", hashlib.sha256).hexdigest()[:16]
+
+
 class Pseudonymizer:
     """HMAC-SHA256 of `kind:value`, cached per unique input.
 
