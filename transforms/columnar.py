@@ -32,6 +32,7 @@ from transforms.records import (
     BatchResult,
     PartitionKey,
     SanitizeContext,
+    Unreadable,
     _removed_fields,
     count_special,
     fast_validate,
@@ -134,16 +135,16 @@ def reading_plan(policy: Policy | None = None) -> tuple[dict[bytes, pj.ParseOpti
 Group = tuple[list[int], list[bytes], list[int]]  # line numbers, lines, '":' per line
 
 
-def route_lines(known: Container[bytes], screen: str, max_bytes: int, lines: list[tuple[int, bytes | None]],
-                ) -> tuple[dict[bytes, Group], list[tuple[int, bytes | None]]]:
+def route_lines(known: Container[bytes], screen: str, max_bytes: int, lines: list[tuple[int, bytes | Unreadable]],
+                ) -> tuple[dict[bytes, Group], list[tuple[int, bytes | Unreadable]]]:
     """({record type: its plainly well-formed lines}, every other line): the byte tests, one
     pass of the `screen` pattern and the `type` tag route each line; types not in `known`,
     and any line in doubt, go to the second list (for the per-record path; not in order)."""
-    slow: list[tuple[int, bytes | None]] = []
+    slow: list[tuple[int, bytes | Unreadable]] = []
     candidates: list[tuple[int, bytes]] = []
     for item in lines:
         raw = item[1]
-        if (raw is None or raw[:2] != b'{"' or len(raw) > max_bytes
+        if (raw.__class__ is Unreadable or raw[:2] != b'{"' or len(raw) > max_bytes
                 or not (raw[-1] == 125 or raw.endswith(b"}\r"))  # 125: "}"
                 or raw.count(b"{") != raw.count(b"}")  # most lines cut off after an inner object
                 or not (raw.isascii() or _utf8(raw))):  # Arrow does not check UTF-8 in strings
@@ -169,7 +170,7 @@ def route_lines(known: Container[bytes], screen: str, max_bytes: int, lines: lis
 
 
 def sanitize_columnar(ctx: SanitizeContext, source: str, source_index: int,
-                      lines: list[tuple[int, bytes | None]],
+                      lines: list[tuple[int, bytes | Unreadable]],
                       withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
     """`sanitize_lines`, with the plainly well-formed lines done a record type at a time."""
     if len(lines) < MIN_LINES:
