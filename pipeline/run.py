@@ -140,7 +140,11 @@ def run(argv: list[str]) -> int:
         policy = load_policy(opts.policy)
         key, key_mode = load_key(opts.pseudonym_key_file)
         as_of = parse_as_of(opts.as_of)
-        files = expand_inputs(opts.input)
+        never = {path: what for path, what in ((opts.pseudonym_key_file, "the --pseudonym-key-file"),
+                                                  (opts.withdrawals, "the --withdrawals file")) if path}
+        input_warnings: list[str] = []
+        files = expand_inputs(opts.input, never=never, warn=lambda m: (input_warnings.append(m),
+                                                                        print(f"warning: {m}", file=sys.stderr)))
         before = snapshot(files)
         try:
             ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)
@@ -215,6 +219,7 @@ def run(argv: list[str]) -> int:
             "runner": str(standard.runner),
             "as_of": as_of.isoformat(),
             "inputs": files,
+            "input_warnings": input_warnings,
             "output_dir": out,
             "policy": {"version": policy.version, "sha256": policy.sha256, "source": policy.source},
             "report_path": f"_reports/{run_id}.json" if opts.append else "_report.json",
