@@ -189,7 +189,7 @@ def test_sigint_into_an_existing_output_keeps_the_previous_run(tmp_path):
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
 
 
-def test_debug_shows_the_traceback(tmp_path):
+def test_configuration_errors_stay_one_line_with_debug(tmp_path):
     proc = run_cli("--debug", "--input", SAMPLE[0], "--output", str(tmp_path / "out"), "--as-of", AS_OF,
                    "--policy", str(tmp_path / "missing.toml"))
     assert proc.returncode == 2  # configuration errors stay one line, also with --debug
@@ -222,6 +222,10 @@ def test_a_full_disk_is_one_line_and_exit_1(tmp_path):
         assert proc.stderr.strip().splitlines()[-1].startswith("error: run failed: no space left on device")
         leftovers = [p for p in (mnt / "out").rglob("*") if p.is_file()] if (mnt / "out").exists() else []
         assert leftovers == []
+        debug = run_cli("--debug", "--input", SAMPLE[0], "--output", str(mnt / "out"), "--as-of", AS_OF,
+                        "--pseudonym-key-file", KEY)
+        assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+        assert "No space left on device" in debug.stderr
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
 
@@ -242,3 +246,19 @@ def test_json_log_format_turns_every_stderr_line_into_json(tmp_path):
     assert len(lines) == 1
     doc = json.loads(lines[0])
     assert doc["level"] == "error" and "missing.toml" in doc["message"]
+
+
+def test_schema_as_table_json_and_sql_covers_every_column(capsys):
+    from schemas.policy import load_policy
+
+    policy = load_policy()
+    columns = [f.name for f in policy.dataset_schema("url_visit")]
+    code, table, _ = call(capsys, "schema", "--type", "url_visit")
+    assert code == 0 and all(f"  {c} " in table for c in columns)
+    code, text, _ = call(capsys, "schema", "--type", "url_visit", "--format", "json")
+    assert code == 0 and [c["name"] for c in json.loads(text)["url_visit"]["columns"]] == columns
+    code, sql, _ = call(capsys, "schema", "--format", "sql")
+    assert code == 0 and sql.count("CREATE TABLE") == len(policy.types) + 1  # and the quarantine
+    assert "PARTITIONED BY (user_region, event_date)" in sql and "`event_time` TIMESTAMP" in sql
+    code, _, err = call(capsys, "schema", "--type", "url_visits")
+    assert code == 2 and "unknown record type" in err
