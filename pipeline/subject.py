@@ -119,13 +119,26 @@ def iter_data_files(data_dir: Path) -> Iterator[DataFile]:
             if entry.is_dir() and _is_data_name(entry.name):
                 roots.append((entry, entry.name, True))
     for root, type_name, is_locked in roots:
+        live = _committed_files(root)
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if _is_data_name(d))
             for name in sorted(filenames):
                 if _is_data_name(name) and name.endswith(".parquet"):
                     path = Path(dirpath) / name
+                    if live is not None and path not in live:
+                        continue  # not (or no longer) part of the Delta table
                     parts = dict(p.split("=", 1) for p in path.relative_to(root).parts[:-1] if "=" in p)
                     yield DataFile(path, root, type_name, is_locked, parts)
+
+
+def _committed_files(root: Path) -> set[Path] | None:
+    """The files a Delta table's current version holds; None when `root` is not a Delta table."""
+    if not (root / "_delta_log").is_dir():
+        return None
+    from deltalake import DeltaTable
+
+    paths = DeltaTable(str(root)).get_add_actions(flatten=True).column("path").to_pylist()
+    return {root / p for p in paths}
 
 
 def _mask(table: pa.Table, columns: dict[str, str], candidates: dict[str, list[str]]) -> pa.Array:

@@ -369,7 +369,7 @@ def test_killed_erase_leaves_a_hidden_temp_file_that_readers_ignore_and_a_rerun_
 
 
 def test_append_mode_reports_are_accepted(data, device_id, tmp_path, capsys):
-    (data / "_reports").mkdir()
+    (data / "_reports").mkdir(exist_ok=True)
     (data / "_report.json").rename(data / "_reports" / "20261125T000000Z-abcdef12.json")
     out = tmp_path / "export"
     code, stdout, _ = run_subject(capsys, "export", "--id", device_id, "--data", str(data), "--output", str(out),

@@ -1,0 +1,294 @@
+"""The commit step of a run: the files the workers wrote become visible, one Delta commit per table.
+
+Why Delta commits and not renames: a commit is atomic per table, Delta's optimistic
+concurrency rejects a second replace of the same data, and each commit carries an app
+transaction naming the run, so a re-run of a killed run completes exactly the tables the
+killed one had not committed (docs/tables.md).
+
+- Run identity: `run_key` hashes what determines a run's output (inputs by path, size and
+  modification time; policy hash; key fingerprint; --as-of when given; withdrawals; mode
+  and slice). Every commit carries the app transaction `telemetry-sanitizer/run/<key>`
+  with the execution number as version. Append: a table holding the transaction is never
+  committed again. Replace: when some tables hold execution E and others do not, the run
+  is resuming E; otherwise it starts E+1.
+- Replaces also carry `telemetry-sanitizer/replace/<slice>`: two replaces of the same slice
+  that overlap in time meet as a conflict on that app id, and the later one fails.
+- Tables are opened (or created) when the run starts and committed against that snapshot;
+  before the first commit a replacing run checks that no table moved meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.tables import (
+    APP_ID_PREFIX,
+    QUARANTINE,
+    WrittenFile,
+    file_stats,
+    is_remote,
+    join,
+    partition_by,
+    table_config,
+    table_kind,
+    table_names,
+    table_schema,
+)
+from schemas.policy import Policy
+
+KILL_ENV = "TELEMETRY_SANITIZER_KILL_AT"  # fault tests: SIGKILL this process at a named point
+HISTORY_LOOKBACK = 200  # commits searched for the version a resumed run's table was committed at
+
+
+class CommitError(RuntimeError):
+    """The output could not be (wholly) committed: one line for the user, exit code 3."""
+
+
+def kill_point(name: str) -> None:
+    """SIGKILL this process when the fault tests ask for it at `name` (no-op otherwise)."""
+    if os.environ.get(KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """The part of the output a replacing run replaces: everything, or an event_date range."""
+
+    first: str | None = None
+    last: str | None = None
+
+    @property
+    def whole(self) -> bool:
+        return self.first is None
+
+    @property
+    def tag(self) -> str:
+        return "all" if self.whole else hashlib.sha256(f"{self.first}..{self.last}".encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        return "the whole output" if self.whole else f"event_date {self.first}..{self.last}"
+
+    def filters(self) -> list[tuple[str, str, str]] | None:
+        if self.whole:
+            return None
+        return [("event_date", ">=", self.first), ("event_date", "<=", self.last)]
+
+    def holds(self, event_date: str | None) -> bool:
+        return self.whole or (event_date is not None and self.first <= event_date <= self.last)
+
+
+def run_key(files: list[str], policy: Policy, key_fingerprint: str, as_of: str | None,
+            withdrawals: str | None, mode: str) -> str:
+    """Identity of a run's output (see module docstring); 16 hex characters."""
+    def ident(path: str) -> list:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return [path]
+        return [path, st.st_size, st.st_mtime_ns]
+
+    doc = {"inputs": [ident(f) for f in files], "policy": policy.sha256, "key": key_fingerprint,
+           "as_of": as_of, "withdrawals": ident(withdrawals) if withdrawals else None, "mode": mode}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Plan:
+    """What this run commits: `execution` of its app transaction, the tables still to do, and
+    for the others the version and rows of the earlier commit of the same execution."""
+
+    app_id: str
+    execution: int
+    todo: list[str]
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Output:
+    """The Delta tables of one output location, as one run sees them."""
+
+    def __init__(self, location: str, policy: Policy, storage_options: dict[str, str] | None = None) -> None:
+        self.location = location
+        self.policy = policy
+        self.storage_options = storage_options
+        self.names = table_names(policy)
+        self.tables: dict[str, Any] = {}
+        self.snapshot: dict[str, int] = {}
+
+    def uri(self, name: str) -> str:
+        return join(self.location, name)
+
+    def open(self) -> None:
+        """Open every table, creating the missing ones (empty, with the table configuration);
+        remember their versions: commits are made against this snapshot."""
+        from deltalake import DeltaTable
+
+        for name in self.names:
+            uri = self.uri(name)
+            if DeltaTable.is_deltatable(uri, self.storage_options):
+                table = DeltaTable(uri, storage_options=self.storage_options)
+            else:
+                try:
+                    table = DeltaTable.create(uri, table_schema(self.policy, name), mode="ignore",
+                                              partition_by=partition_by(name), configuration=table_config(name),
+                                              storage_options=self.storage_options)
+                except Exception:  # another run created it at the same moment
+                    table = DeltaTable(uri, storage_options=self.storage_options)
+            self.tables[name] = table
+            self.snapshot[name] = table.version()
+
+    def plan(self, key: str, append: bool) -> Plan:
+        """Which tables this run still has to commit (see module docstring)."""
+        app_id = f"{APP_ID_PREFIX}/run/{key}"
+        versions = {name: self.tables[name].transaction_version(app_id) for name in self.names}
+        latest = max((v for v in versions.values() if v is not None), default=0)
+        if append:
+            execution = 1
+        elif latest and any(v != latest for v in versions.values()):
+            execution = latest  # a killed run of this identity: finish it
+        else:
+            execution = latest + 1
+        todo = [name for name in self.names if versions[name] != execution]
+        done = {name: self._committed(name, app_id, execution) for name in self.names if name not in todo}
+        return Plan(app_id, execution, todo, done)
+
+    def _committed(self, name: str, app_id: str, execution: int) -> dict[str, Any]:
+        for entry in self.tables[name].history(HISTORY_LOOKBACK):
+            if entry.get("run_app") == app_id and str(entry.get("execution")) == str(execution):
+                return {"version": entry["version"], "rows_added": int(entry.get("rows_added", 0)),
+                        "committed_by": entry.get("run_id")}
+        return {"version": None, "rows_added": None, "committed_by": None}
+
+    def check_unchanged(self) -> None:
+        """Fail, before anything is committed, when another process committed to a table since
+        this run opened it: two replacing runs never mix."""
+        from deltalake import DeltaTable
+
+        for name in self.names:
+            now = DeltaTable(self.uri(name), storage_options=self.storage_options).version()
+            if now != self.snapshot[name]:
+                raise CommitError(f"--output {self.location}: table {name} changed while this run ran (version "
+                                  f"{self.snapshot[name]} -> {now}, another run or maintenance); nothing of this "
+                                  "run was committed: run it again")
+
+    def commit(self, plan: Plan, files: list[WrittenFile], meta: dict[str, str], append: bool,
+               part: Slice, quarantine_tag: str | None = None) -> dict[str, dict[str, Any]]:
+        """One commit per table still to do; returns {table: {version, rows_added}} for every table."""
+        from deltalake import CommitProperties, Transaction
+        from deltalake.exceptions import CommitFailedError, DeltaError
+
+        by_table: dict[str, list[WrittenFile]] = {name: [] for name in self.names}
+        for written in files:
+            by_table[written.table].append(written)
+        sizes = self._sizes(files)
+        now_ms = int(time.time() * 1000)
+        result: dict[str, dict[str, Any]] = {}
+        replace_app = f"{APP_ID_PREFIX}/replace/{part.tag}"
+        for name in self.names:
+            if name not in plan.todo:
+                result[name] = plan.done[name]
+                continue
+            table = self.tables[name]
+            rows = sum(w.rows for w in by_table[name])
+            txns = [Transaction(plan.app_id, plan.execution)]
+            if not append:
+                txns.append(Transaction(replace_app, (table.transaction_version(replace_app) or 0) + 1))
+            props = CommitProperties(custom_metadata={**meta, "run_app": plan.app_id,
+                                                      "execution": str(plan.execution), "rows_added": str(rows),
+                                                      "mode": "append" if append else f"replace {part.describe()}"},
+                                     app_transactions=txns)
+            actions: list = [_add_action(w, sizes[(w.table, w.path)], now_ms) for w in by_table[name]]
+            mode, filters = ("append", None) if append else ("overwrite", part.filters())
+            if not append and table_kind(name) == "quarantine" and not part.whole:
+                mode, filters = "append", None  # unpartitioned: earlier rows of this slice removed by file
+                actions.extend(self._quarantine_removes(table, quarantine_tag, now_ms))
+            kill_point(f"before_commit:{name}")
+            try:
+                table.create_write_transaction(actions, mode, table.schema(), partition_by=partition_by(name),
+                                               partition_filters=filters, commit_properties=props)
+            except (CommitFailedError, DeltaError, OSError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+                committed = [n for n in result if n not in plan.done]
+                raise CommitError(f"--output {self.location}: commit of table {name} failed: {reason} "
+                                  f"({len(committed)} table(s) of this run committed before it; run it again "
+                                  "to complete the rest)") from None
+            kill_point(f"after_commit:{name}")
+            result[name] = {"version": self._version_of(table, plan, meta["run_id"]), "rows_added": rows}
+        return result
+
+    @staticmethod
+    def _version_of(table, plan: Plan, run_id: str) -> int:
+        """The version this run's commit got (the table object does not move with its own commit)."""
+        read = table.version()
+        table.update_incremental()
+        for entry in table.history(max(1, table.version() - read)):
+            if entry.get("run_app") == plan.app_id and entry.get("run_id") == run_id:
+                return entry["version"]
+        raise CommitError(f"table {table.table_uri}: the commit of run {run_id} is not in its log")
+
+    def _quarantine_removes(self, table, tag: str | None, now_ms: int) -> list:
+        """Remove actions for the quarantine files an earlier run of the same slice added."""
+        from deltalake.transaction import RemoveAction
+
+        if not tag:
+            return []
+        adds = table.get_add_actions(flatten=True).to_pydict()
+        return [RemoveAction(path, True, now_ms, size) for path, size in zip(adds["path"], adds["size_bytes"],
+                                                                             strict=True)
+                if f"-{tag}-" in os.path.basename(path)]
+
+    def _sizes(self, files: list[WrittenFile]) -> dict[tuple[str, str], int]:
+        """Size of every written file (a file that is missing fails the commit: fail closed)."""
+        sizes = {}
+        if not is_remote(self.location):
+            for w in files:
+                try:
+                    sizes[(w.table, w.path)] = os.stat(os.path.join(self.location, w.table, w.path)).st_size
+                except OSError as exc:
+                    raise CommitError(f"--output {self.location}: written file {w.table}/{w.path} is "
+                                      f"missing: {exc.strerror or exc}") from None
+            return sizes
+        import pyarrow.fs as pafs
+
+        fs, root = pafs.FileSystem.from_uri(self.location)
+        infos = fs.get_file_info([f"{root.rstrip('/')}/{w.table}/{w.path}" for w in files])
+        for w, info in zip(files, infos, strict=True):
+            if info.type != pafs.FileType.File:
+                raise CommitError(f"--output {self.location}: written file {w.table}/{w.path} is missing")
+            sizes[(w.table, w.path)] = info.size
+        return sizes
+
+    def remove_files(self, files: list[WrittenFile], keep: set[str]) -> None:
+        """Delete the files this run wrote for tables it did not commit (best effort: what remains
+        is unreferenced, and vacuum removes it)."""
+        doomed = [w for w in files if w.table not in keep]
+        if not doomed:
+            return
+        if not is_remote(self.location):
+            for w in doomed:
+                try:
+                    os.remove(os.path.join(self.location, w.table, w.path))
+                except OSError:
+                    pass
+            return
+        import pyarrow.fs as pafs
+
+        fs, root = pafs.FileSystem.from_uri(self.location)
+        for w in doomed:
+            try:
+                fs.delete_file(f"{root.rstrip('/')}/{w.table}/{w.path}")
+            except OSError:
+                pass
+
+
+def _add_action(written: WrittenFile, size: int, now_ms: int):
+    from deltalake.transaction import AddAction
+
+    values = {} if written.table == QUARANTINE else {"user_region": written.user_region,
+                                                      "event_date": written.event_date}
+    return AddAction(written.path, size, values, now_ms, True, file_stats(written))
