@@ -30,6 +30,7 @@ from typing import Any
 from pipeline.tables import (
     APP_ID_PREFIX,
     QUARANTINE,
+    REPORTS,
     WrittenFile,
     file_stats,
     is_remote,
@@ -108,6 +109,13 @@ class Plan:
     todo: list[str]
     done: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def run_id(self) -> str | None:
+        """Run id of the execution being resumed: a resuming run goes on under it, so its report
+        (`_reports/<run_id>.json`) marks the execution as complete."""
+        ids = [d["committed_by"] for d in self.done.values() if d.get("committed_by")]
+        return ids[0] if ids else None
+
 
 class Output:
     """The Delta tables of one output location, as one run sees them."""
@@ -151,11 +159,26 @@ class Output:
             execution = 1
         elif latest and any(v != latest for v in versions.values()):
             execution = latest  # a killed run of this identity: finish it
+        elif latest and not self._reported(app_id, latest):
+            execution = latest  # killed after its last commit, before its report: only the report is left
         else:
             execution = latest + 1
         todo = [name for name in self.names if versions[name] != execution]
         done = {name: self._committed(name, app_id, execution) for name in self.names if name not in todo}
         return Plan(app_id, execution, todo, done)
+
+    def _reported(self, app_id: str, execution: int) -> bool:
+        """Whether the run that committed `execution` wrote its report (the last step of a run)."""
+        run_id = self._committed(self.names[0], app_id, execution)["committed_by"]
+        if run_id is None:
+            return True  # unknown (history expired): start a new execution rather than guess
+        path = join(self.location, REPORTS, f"{run_id}.json")
+        if not is_remote(self.location):
+            return os.path.exists(path)
+        import pyarrow.fs as pafs
+
+        fs, root = pafs.FileSystem.from_uri(path)
+        return fs.get_file_info(root).type == pafs.FileType.File
 
     def _committed(self, name: str, app_id: str, execution: int) -> dict[str, Any]:
         for entry in self.tables[name].history(HISTORY_LOOKBACK):
@@ -221,6 +244,27 @@ class Output:
             result[name] = {"version": self._version_of(table, plan, meta["run_id"]), "rows_added": rows}
         return result
 
+    def append_once(self, name: str, files: list[WrittenFile], meta: dict[str, str], app_id: str,
+                    version: int) -> dict[str, Any]:
+        """Append `files` to one table unless its log already holds (app_id, version or later): the
+        exactly-once commit of a streaming window pane. Returns {version, rows_added, committed}."""
+        from deltalake import CommitProperties, DeltaTable, Transaction
+
+        table = DeltaTable(self.uri(name), storage_options=self.storage_options)
+        rows = sum(w.rows for w in files)
+        held = table.transaction_version(app_id)
+        if held is not None and held >= version:
+            return {"version": table.version(), "rows_added": 0, "committed": False}
+        sizes = self._sizes(files)
+        now_ms = int(time.time() * 1000)
+        props = CommitProperties(custom_metadata={**meta, "run_app": app_id, "execution": str(version),
+                                                  "rows_added": str(rows), "mode": "append"},
+                                 app_transactions=[Transaction(app_id, version)])
+        table.create_write_transaction([_add_action(w, sizes[(w.table, w.path)], now_ms) for w in files], "append",
+                                       table.schema(), partition_by=partition_by(name), commit_properties=props)
+        plan = Plan(app_id, version, [name])
+        return {"version": self._version_of(table, plan, meta["run_id"]), "rows_added": rows, "committed": True}
+
     @staticmethod
     def _version_of(table, plan: Plan, run_id: str) -> int:
         """The version this run's commit got (the table object does not move with its own commit)."""
@@ -237,7 +281,9 @@ class Output:
 
         if not tag:
             return []
-        adds = table.get_add_actions(flatten=True).to_pydict()
+        import pyarrow as pa
+
+        adds = pa.table(table.get_add_actions(flatten=True)).to_pydict()
         return [RemoveAction(path, True, now_ms, size) for path, size in zip(adds["path"], adds["size_bytes"],
                                                                              strict=True)
                 if f"-{tag}-" in os.path.basename(path)]

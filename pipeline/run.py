@@ -177,6 +177,8 @@ def run(argv: list[str]) -> int:
             raise CommitError(f"--output {out}: cannot open or create its tables: "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
         plan = output.plan(identity, opts.append)
+        if plan.run_id:
+            run_id = plan.run_id  # resuming a killed run: its report completes it
         kill_point("opened")
         quarantine_tag = None if part.whole else f"s{part.tag}"
         with dask_cluster(options) if on_dask else contextlib.nullcontext():
