@@ -48,7 +48,7 @@ HISTORY_LOOKBACK = 200  # commits searched for the version a resumed run's table
 
 
 class CommitError(RuntimeError):
-    """The output could not be (wholly) committed: one line for the user, exit code 3."""
+    """The output could not be (wholly) committed: one line for the user, exit code 4."""
 
 
 def kill_point(name: str) -> None:

@@ -31,5 +31,9 @@ class SanitizerOptions(PipelineOptions):
         parser.add_argument("--replace-empty", "--replace_empty", dest="replace_empty", action="store_true",
                             default=False, help="let a run with no input records replace the output (or slice) "
                                                 "with nothing; without it such a run commits nothing")
+        parser.add_argument("--allow-partial-input", "--allow_partial_input", dest="allow_partial_input",
+                            action="store_true", default=False,
+                            help="exit 0 even when part of the input could not be read (damaged or unreadable "
+                                 "files); the summary and the report still say so. Without it such a run exits 3")
         parser.add_argument("--batch-lines", "--batch_lines", dest="batch_lines", type=int, default=20000,
                             help="lines per Beam element")

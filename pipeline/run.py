@@ -4,7 +4,7 @@ Configuration problems (policy, key file, inputs) stop the run before anything
 is written, with one line naming the problem and exit code 2. Workers write the
 data files into the Delta tables of the output; one commit per table makes them
 visible (pipeline/commit.py), and the report, written last, names each table's
-committed version. An output that could not be committed: one line, exit code 3.
+committed version. An output that could not be committed: one line, exit code 4.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline.commit import CommitError, Output, Slice, kill_point, run_key
-from pipeline.files import InputError, expand_inputs
+from pipeline.files import InputError, changed_since, expand_inputs, snapshot
 from pipeline.graph import build_pipeline, read_results
 from pipeline.options import DEFAULT_RUNNER, SanitizerOptions
 from pipeline.reading import CHUNK_BYTES
@@ -39,6 +39,7 @@ from transforms.records import SanitizeContext
 from transforms.withdrawals import WithdrawalsError, load_withdrawals
 
 DEV_KEY_PATH = Path(__file__).resolve().parent.parent / "sample" / "dev-pseudonym.key"
+COMMIT_FAILED = 4  # the output could not be (wholly) committed; a re-run completes it
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # Beam does not register the short name
 
 
@@ -130,7 +131,12 @@ def run(argv: list[str]) -> int:
         part = parse_slice(opts.slice_dates)
         if opts.append and not part.whole:
             raise ConfigError("--slice-dates replaces a slice; it cannot be combined with --append")
-        files = expand_inputs(opts.input)
+        never = {path: what for path, what in ((opts.pseudonym_key_file, "the --pseudonym-key-file"),
+                                                  (opts.withdrawals, "the --withdrawals file")) if path}
+        input_warnings: list[str] = []
+        files = expand_inputs(opts.input, never=never, warn=lambda m: (input_warnings.append(m),
+                                                                        print(f"warning: {m}", file=sys.stderr)))
+        before = snapshot(files)
         try:
             ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)
         except OverflowError:
@@ -196,6 +202,13 @@ def run(argv: list[str]) -> int:
                 if client is not None:
                     client.close()
         stats, written = read_results(os.path.join(staging.path, "_stats.json"))
+        changed = changed_since(before)
+        if changed:  # before anything is committed: what was read may not be what the file holds
+            output.remove_files(written, keep=set())
+            for line in changed:
+                print(f"error: --input {line}; nothing was written for this run (run it again once the "
+                      "file is complete)", file=sys.stderr)
+            return 1
         kill_point("written")
         meta = {
             "run_id": run_id,
@@ -204,6 +217,7 @@ def run(argv: list[str]) -> int:
             "runner": str(standard.runner),
             "as_of": as_of.isoformat(),
             "inputs": files,
+            "input_warnings": input_warnings,
             "output_dir": out,
             "policy": {"version": policy.version, "sha256": policy.sha256, "source": policy.source},
             "report_path": f"{REPORTS}/{run_id}.json",
@@ -243,11 +257,21 @@ def run(argv: list[str]) -> int:
         kill_point("reported")
     except CommitError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return COMMIT_FAILED
     finally:
         staging.close()
     print(summary(report))
-    return 0 if report["identity"]["holds"] else 1
+    return exit_code(report, opts.allow_partial_input)
+
+
+def exit_code(report: dict, allow_partial_input: bool = False) -> int:
+    """1: the counts do not reconcile; 3: part of the input could not be read (the output holds
+    what could be, the report says what was not), unless allowed; 0 otherwise."""
+    if not report["identity"]["holds"]:
+        return 1
+    if not report.get("input_complete", True) and not allow_partial_input:
+        return 3
+    return 0
 
 
 def committed_names(output: Output, plan) -> set[str]:
