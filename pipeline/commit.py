@@ -132,28 +132,49 @@ class Output:
         return join(self.location, name)
 
     def open(self) -> None:
-        """Open every table, creating the missing ones (empty, with the table configuration);
-        remember their versions: commits are made against this snapshot."""
+        """Open every existing table and remember its version (-1: not there yet): commits are
+        made against this snapshot. Missing tables are created at commit time, so a run that
+        stops earlier leaves nothing behind."""
         from deltalake import DeltaTable
 
         for name in self.names:
             uri = self.uri(name)
+            table = None
             if DeltaTable.is_deltatable(uri, self.storage_options):
                 table = DeltaTable(uri, storage_options=self.storage_options)
-            else:
-                try:
-                    table = DeltaTable.create(uri, table_schema(self.policy, name), mode="ignore",
-                                              partition_by=partition_by(name), configuration=table_config(name),
-                                              storage_options=self.storage_options)
-                except Exception:  # another run created it at the same moment
-                    table = DeltaTable(uri, storage_options=self.storage_options)
             self.tables[name] = table
-            self.snapshot[name] = table.version()
+            self.snapshot[name] = table.version() if table is not None else -1
+
+    def _current_version(self, name: str) -> int:
+        from deltalake import DeltaTable
+
+        uri = self.uri(name)
+        if not DeltaTable.is_deltatable(uri, self.storage_options):
+            return -1
+        return DeltaTable(uri, storage_options=self.storage_options).version()
+
+    def _create(self, name: str, append: bool):
+        """Create a table the run is the first to commit to (empty, with the table configuration).
+        If another run created it meanwhile: an appending run appends to it, a replacing run fails."""
+        from deltalake import DeltaTable
+
+        try:
+            table = DeltaTable.create(self.uri(name), table_schema(self.policy, name), mode="error",
+                                      partition_by=partition_by(name), configuration=table_config(name),
+                                      storage_options=self.storage_options)
+        except Exception:  # noqa: BLE001 - created by another process since open(); any other problem shows below
+            if not append:
+                raise CommitError(f"--output {self.location}: table {name} was created by another run while this "
+                                  "run ran; nothing more of this run was committed: run it again") from None
+            table = DeltaTable(self.uri(name), storage_options=self.storage_options)
+        self.tables[name] = table
+        return table
 
     def plan(self, key: str, append: bool) -> Plan:
         """Which tables this run still has to commit (see module docstring)."""
         app_id = f"{APP_ID_PREFIX}/run/{key}"
-        versions = {name: self.tables[name].transaction_version(app_id) for name in self.names}
+        versions = {name: self.tables[name].transaction_version(app_id) if self.tables[name] is not None else None
+                    for name in self.names}
         latest = max((v for v in versions.values() if v is not None), default=0)
         if append:
             execution = 1
@@ -181,6 +202,8 @@ class Output:
         return fs.get_file_info(root).type == pafs.FileType.File
 
     def _committed(self, name: str, app_id: str, execution: int) -> dict[str, Any]:
+        if self.tables[name] is None:
+            return {"version": None, "rows_added": None, "committed_by": None}
         for entry in self.tables[name].history(HISTORY_LOOKBACK):
             if entry.get("run_app") == app_id and str(entry.get("execution")) == str(execution):
                 return {"version": entry["version"], "rows_added": int(entry.get("rows_added", 0)),
@@ -190,10 +213,8 @@ class Output:
     def check_unchanged(self) -> None:
         """Fail, before anything is committed, when another process committed to a table since
         this run opened it: two replacing runs never mix."""
-        from deltalake import DeltaTable
-
         for name in self.names:
-            now = DeltaTable(self.uri(name), storage_options=self.storage_options).version()
+            now = self._current_version(name)
             if now != self.snapshot[name]:
                 raise CommitError(f"--output {self.location}: table {name} changed while this run ran (version "
                                   f"{self.snapshot[name]} -> {now}, another run or maintenance); nothing of this "
@@ -217,6 +238,9 @@ class Output:
                 result[name] = plan.done[name]
                 continue
             table = self.tables[name]
+            if table is None:
+                kill_point(f"before_create:{name}")
+                table = self._create(name, append)
             rows = sum(w.rows for w in by_table[name])
             txns = [Transaction(plan.app_id, plan.execution)]
             if not append:
@@ -250,7 +274,10 @@ class Output:
         exactly-once commit of a streaming window pane. Returns {version, rows_added, committed}."""
         from deltalake import CommitProperties, DeltaTable, Transaction
 
-        table = DeltaTable(self.uri(name), storage_options=self.storage_options)
+        if DeltaTable.is_deltatable(self.uri(name), self.storage_options):
+            table = DeltaTable(self.uri(name), storage_options=self.storage_options)
+        else:
+            table = self._create(name, append=True)
         rows = sum(w.rows for w in files)
         held = table.transaction_version(app_id)
         if held is not None and held >= version:
@@ -317,10 +344,12 @@ class Output:
             return
         if not is_remote(self.location):
             for w in doomed:
+                path = os.path.join(self.location, w.table, w.path)
                 try:
-                    os.remove(os.path.join(self.location, w.table, w.path))
+                    os.remove(path)
                 except OSError:
-                    pass
+                    continue
+                _prune(os.path.dirname(path), self.location)
             return
         import pyarrow.fs as pafs
 
@@ -330,6 +359,17 @@ class Output:
                 fs.delete_file(f"{root.rstrip('/')}/{w.table}/{w.path}")
             except OSError:
                 pass
+
+
+def _prune(directory: str, stop: str) -> None:
+    """Remove `directory` and its parents up to (not including) `stop` while they are empty."""
+    stop = os.path.abspath(stop)
+    while os.path.abspath(directory).startswith(stop + os.sep):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
+        directory = os.path.dirname(directory)
 
 
 def _add_action(written: WrittenFile, size: int, now_ms: int):

@@ -233,11 +233,13 @@ def run(argv: list[str]) -> int:
         empty = stats.get("input_records", 0) == 0 and not opts.append and not opts.replace_empty
         outside = sorted({w.event_date for w in written if w.table != QUARANTINE and not part.holds(w.event_date)})
         if outside:
+            output.remove_files(written, keep=set())
             raise CommitError(f"--slice-dates {opts.slice_dates}: {len(outside)} event date(s) of the input lie "
                               f"outside the slice ({outside[0]}{' ...' if len(outside) > 1 else ''}); nothing "
                               "was committed: widen the slice or run without it")
         if empty:
-            report["tables"] = {name: {"version": output.snapshot[name], "rows_added": 0, "committed": False}
+            report["tables"] = {name: {"version": output.snapshot[name] if output.snapshot[name] >= 0 else None,
+                                       "rows_added": 0, "committed": False}
                                 for name in output.names}
             report["nothing_replaced"] = "empty input: nothing replaced (--replace-empty replaces with nothing)"
             output.remove_files(written, keep=set())
