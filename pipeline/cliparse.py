@@ -19,6 +19,7 @@ EXIT_OK = 0           # the command did what it was asked
 EXIT_FAILED = 1       # the run failed: an I/O error, a full disk, counts that do not reconcile
 EXIT_USAGE = 2        # bad usage or configuration: nothing was written
 EXIT_PARTIAL = 3      # partial input: some input could not be read completely (the report says which)
+EXIT_NOT_COMMITTED = 4  # the output could not be wholly committed (pipeline.commit.CommitError)
 EXIT_INTERRUPTED = 130  # SIGINT / Ctrl-C: nothing of the interrupted run was published
 
 EXIT_CODES: tuple[tuple[int, str], ...] = (
@@ -26,6 +27,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_FAILED, "the run failed (I/O error, full disk, counts that do not reconcile, runner error)"),
     (EXIT_USAGE, "bad usage or configuration (unknown option, bad value, policy, key, input glob); nothing written"),
     (EXIT_PARTIAL, "partial input: some input could not be read completely; what was read is published"),
+    (EXIT_NOT_COMMITTED, "the output could not be wholly committed (one line naming the table; a re-run completes it)"),
     (EXIT_INTERRUPTED, "interrupted (SIGINT / Ctrl-C); nothing of the interrupted run is published"),
 )
 

@@ -51,7 +51,7 @@ def test_overview_names_every_command_and_the_exit_codes(capsys):
     assert code == 0
     for command in COMMANDS:
         assert f"  {command} " in out
-    for exit_code in ("0", "1", "2", "3", "130"):
+    for exit_code in ("0", "1", "2", "3", "4", "130"):
         assert f"  {exit_code} " in out
 
 
