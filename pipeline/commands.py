@@ -198,14 +198,28 @@ LOCAL_RUNNER_OPTIONS = ("--runner", "--direct_num_workers", "--direct_running_mo
 def machine_defaults(argv: list[str], files: list[str]) -> list[str]:
     """Options that make the default run use every core (docs/performance.md has the numbers):
     multi-processing with one worker per core, when nothing about the runner was given and the
-    input has at least two chunks to spread; in-process otherwise (a single chunk cannot be
-    split, and starting workers costs about 2 s)."""
+    input is at least two chunks' worth (64 MB) in at least two chunks; in-process otherwise
+    (starting the workers costs a few seconds, more than a small input takes in-process)."""
+    from pipeline.reading import CHUNK_BYTES
+
     if any(a.split("=", 1)[0] in LOCAL_RUNNER_OPTIONS for a in argv):
+        return []
+    if _total_bytes(files) < 2 * CHUNK_BYTES:
         return []
     workers = min(os.cpu_count() or 1, _chunks(files))
     if workers < 2:
         return []
     return [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+
+
+def _total_bytes(files: list[str]) -> int:
+    total = 0
+    for path in files:
+        try:
+            total += os.path.getsize(path)
+        except OSError:
+            continue
+    return total
 
 
 def _chunks(files: list[str]) -> int:

@@ -96,6 +96,8 @@ def test_default_run_uses_every_core_when_the_input_can_be_spread(tmp_path, monk
     assert commands.machine_defaults(["--direct_num_workers", "1"], [str(big)]) == []
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert commands.machine_defaults([], [str(big), str(small)])[0] == "--direct_num_workers=2"
+    # many small files: two chunks, but not worth starting workers for
+    assert commands.machine_defaults([], [str(small), str(small) + ".copy"]) == []
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert commands.machine_defaults([], [str(big)]) == []
 
