@@ -36,7 +36,7 @@ def _command(block: str) -> list[str]:
 
 
 def _normalise(text: str) -> str:
-    text = re.sub(r"run \d{8}T\d{6}Z-[0-9a-f]{8}", "run <run-id>", text)
+    text = re.sub(r"\d{8}T\d{6}Z-[0-9a-f]{8}", "<run-id>", text)  # the run line and the report's path
     text = re.sub(r" in \d+\.\ds ", " in <secs>s ", text)
     return re.sub(r"\d+ workers?\)", "<n> workers)", text)
 
