@@ -220,6 +220,7 @@ def run(argv: list[str]) -> int:
             "as_of": as_of.isoformat(),
             "inputs": files,
             "input_warnings": input_warnings,
+            "input_files": {path: {"size": size, "mtime_ns": mtime} for path, (_, size, mtime) in before.items()},
             "output_dir": out,
             "policy": {"version": policy.version, "sha256": policy.sha256, "source": policy.source},
             "report_path": f"_reports/{run_id}.json" if opts.append else "_report.json",
