@@ -140,9 +140,10 @@ def _write_stats(stats: Counter, path: str) -> None:
 def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: SanitizeContext,
                    batch_lines: int = 20000, file_prefix: str = "run", withdrawals_path: str | None = None,
                    flush_each: bool = False, inline_small: bool = False,
-                   chunk_bytes: int | None = CHUNK_BYTES) -> None:
+                   chunk_bytes: int | None = CHUNK_BYTES, committed: dict | None = None) -> None:
     """Attach the sanitizing graph to `p`; results land in `staging_dir`. `flush_each`: see
-    io._StageWriter; `inline_small`: see io.WriteMinimizedParquet; `chunk_bytes`: see reading.plan_chunks."""
+    io._StageWriter; `inline_small`: see io.WriteMinimizedParquet; `chunk_bytes`: see reading.plan_chunks;
+    `committed`: the committed files per partition an appending run drops retries against (dedupe.py)."""
     batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes, chunk_bytes)
     withdrawals = None
     if withdrawals_path:
@@ -150,7 +151,7 @@ def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: Sa
                        | "LoadWithdrawals" >> beam.ParDo(_LoadWithdrawals(ctx)))
     sanitized = batches | "SanitizeRecords" >> SanitizeRecords(ctx, withdrawals)
     write_stats = sanitized[RECORDS] | "WriteMinimizedParquet" >> WriteMinimizedParquet(
-        staging_dir, file_prefix, flush_each, inline_small)
+        staging_dir, file_prefix, flush_each, inline_small, committed)
     quarantine_stats = sanitized[QUARANTINE] | "WriteQuarantine" >> WriteQuarantine(
         staging_dir, file_prefix, flush_each)
     (

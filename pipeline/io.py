@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from pipeline.dedupe import DEVICE, EVENT, drop_committed
 from transforms.records import PartitionKey, as_written, first_copies, keep_copies
 
 COMPRESSION = "zstd"
@@ -164,16 +165,19 @@ class _FinalizePartition(beam.DoFn):
     Only the 16 bytes of hidden key and order per row are held for the whole
     partition; rows are then streamed file by file. Of several rows with one
     (device, event) key the first in input order is kept, so the result does
-    not depend on the runner or on how work was split.
+    not depend on the runner or on how work was split. With `committed` (an appending
+    run: partition -> its committed files), rows already committed are dropped too
+    (pipeline/dedupe.py).
     """
 
     MAX_ROWS_PER_FILE = 100_000  # also bounds what a partition holds in memory while it is written
     WRITERS = 2  # Parquet encoding releases the GIL: two files at once use the second core
     MAX_PENDING = 2  # files handed to the writers and not yet written: bounds their memory
 
-    def __init__(self, final_dir: str, file_prefix: str) -> None:
+    def __init__(self, final_dir: str, file_prefix: str, committed: dict | None = None) -> None:
         self.final_dir = final_dir
         self.file_prefix = file_prefix
+        self.committed = committed or {}
 
     def setup(self) -> None:
         self._pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="parquet")
@@ -200,7 +204,15 @@ class _FinalizePartition(beam.DoFn):
         hidden = [read_piece(p).select(["_key", "_origin"]) for p in pieces]
         keys = pa.concat_tables(hidden)
         keep = first_copies(keys)
+        table_name = key.record_type if key.area == "data" else f"_locked/{key.record_type}"
+        committed = self.committed.get((table_name, key.user_region, key.event_date))
+        if committed:
+            rows = pa.concat_tables([read_piece(p).select([DEVICE, EVENT, "_origin"]) for p in pieces])
+            keep, _ = drop_committed(rows, keep, committed)
         duplicates = keys.num_rows - len(keep)
+        if not len(keep):  # every row is committed already: no file
+            yield self._stats(key, 0, 0, duplicates)
+            return
         directory = os.path.join(self.final_dir, partition_dir(key))
         make_dir(directory)
         pending: list[pa.Table] = []
@@ -226,7 +238,11 @@ class _FinalizePartition(beam.DoFn):
                 flush()
         if pending_rows or part == 0:
             flush()
-        stats = Counter({"files_written": part})
+        yield self._stats(key, part, written, duplicates)
+
+    @staticmethod
+    def _stats(key: PartitionKey, files: int, written: int, duplicates: int) -> Counter:
+        stats = Counter({"files_written": files})
         if key.area == "data":
             stats[f"written/{key.record_type}"] += written
             stats[f"output/{key.record_type}"] -= duplicates
@@ -236,7 +252,7 @@ class _FinalizePartition(beam.DoFn):
             stats["dropped/expired_locked"] -= duplicates
         if duplicates:
             stats["dropped/duplicate"] += duplicates
-        yield stats
+        return stats
 
 
 class WriteMinimizedParquet(beam.PTransform):
@@ -246,8 +262,9 @@ class WriteMinimizedParquet(beam.PTransform):
     """
 
     def __init__(self, staging_dir: str, file_prefix: str = "run", flush_each: bool = False,
-                 inline_small: bool = False) -> None:
+                 inline_small: bool = False, committed: dict | None = None) -> None:
         super().__init__()
+        self.committed = committed
         self.staging_dir = staging_dir
         self.file_prefix = file_prefix
         self.flush_each = flush_each
@@ -265,7 +282,7 @@ class WriteMinimizedParquet(beam.PTransform):
             tables
             | "StageFiles" >> beam.ParDo(_StageWriter(self.staging_dir, self.flush_each, self.inline_budget))
             | "GroupByPartition" >> beam.GroupByKey()
-            | "FinalizePartitions" >> beam.ParDo(_FinalizePartition(final, self.file_prefix))
+            | "FinalizePartitions" >> beam.ParDo(_FinalizePartition(final, self.file_prefix, self.committed))
         )
 
 

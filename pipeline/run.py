@@ -25,6 +25,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from pipeline.dedupe import list_partition_files
 from pipeline.files import InputError, changed_since, expand_inputs, snapshot
 from pipeline.graph import build_pipeline
 from pipeline.options import DEFAULT_RUNNER, SanitizerOptions
@@ -190,7 +191,8 @@ def run(argv: list[str]) -> int:
             build_pipeline(p, files, staging, ctx, batch_lines=opts.batch_lines, file_prefix=run_id,
                            withdrawals_path=withdrawals, flush_each=on_dask,
                            inline_small=grouped_in_process(options),
-                           chunk_bytes=None if one_worker(options) else CHUNK_BYTES)
+                           chunk_bytes=None if one_worker(options) else CHUNK_BYTES,
+                           committed=list_partition_files(out, policy.types) if opts.append else None)
             result = p.run()
             try:
                 result.wait_until_finish()

@@ -1,0 +1,89 @@
+"""Producer retries across runs: rows already committed to the output are not written again.
+
+Within a run, copies of one `(device_id, event_id)` meet in their partition and the first in
+input order is kept (`transforms.records.first_copies`). An appending run (`--append`, every
+`--watch` micro-batch) also looks up the rows already committed in the same table and
+partition (type, `user_region`, `event_date`: a retry carries the event's own time and
+country, so it lands in its original's partition) and drops a row whose
+`(device_id_pseudonym, event_id)` is there as `duplicate`, whenever its copy arrives.
+
+State: none of its own. The committed tables are the state, so it is always consistent
+with what is committed (a run that failed before its commit added nothing to look up).
+What a run holds is one 64-bit hash per committed row of one partition at a time, and
+only the two columns are read from the partition's files.
+
+Horizon: as long as the original row is in the table, i.e. the type's retention (rows
+past it are removed or locked at rest by `maintain`; a locked row is looked up in the
+`_locked` table of its type). Pseudonyms are comparable across runs only under the same
+`--pseudonym-key-file`: with a random per-run key nothing is found (the summary says that
+pseudonyms are not linkable across runs).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DEVICE = "device_id_pseudonym"
+EVENT = "event_id"
+Partition = tuple[str, str, str]  # table ("<type>" or "_locked/<type>"), user_region, event_date
+
+
+def row_hashes(table: pa.Table) -> np.ndarray:
+    """64-bit hash of (device pseudonym, event id) per row. Python's string hash: random per
+    process, so both sides of a comparison are hashed in the same process (see `drop_committed`)."""
+    devices = table.column(DEVICE).to_pylist()
+    events = table.column(EVENT).to_pylist()
+    return np.fromiter((hash(pair) for pair in zip(devices, events, strict=True)), dtype=np.int64,
+                       count=table.num_rows)
+
+
+def committed_hashes(files: Iterable[str]) -> np.ndarray:
+    """Hashes of the committed rows in these files (only the two columns are read)."""
+    parts = [row_hashes(pq.read_table(path, columns=[DEVICE, EVENT])) for path in files]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+def drop_committed(rows: pa.Table, keep: pa.Array, files: list[str]) -> tuple[pa.Array, int]:
+    """(`_origin` of the rows to write, how many were dropped because they are committed already).
+    `rows`: `_origin` and the two key columns of this run's rows of one partition; `keep`:
+    the `_origin`s kept within the run."""
+    if not files:
+        return keep, 0
+    committed = committed_hashes(files)
+    mine = row_hashes(rows)
+    origins = rows.column("_origin").to_numpy()
+    kept = np.isin(origins, keep.to_numpy(zero_copy_only=False))
+    seen = np.isin(mine, committed)
+    drop = kept & seen
+    n = int(drop.sum())
+    if not n:
+        return keep, 0
+    return pa.array(origins[kept & ~seen], pa.int64()), n
+
+
+def list_partition_files(output: str, types: Iterable[str]) -> dict[Partition, list[str]]:
+    """The data files of every partition of the output's type tables (and their `_locked`
+    tables), as published. For an appending run."""
+    found: dict[Partition, list[str]] = {}
+    for rtype in types:
+        for table in (rtype, f"_locked/{rtype}"):
+            base = os.path.join(output, table)
+            if not os.path.isdir(base):
+                continue
+            for region_dir in sorted(os.listdir(base)):
+                if not region_dir.startswith("user_region="):
+                    continue
+                for date_dir in sorted(os.listdir(os.path.join(base, region_dir))):
+                    if not date_dir.startswith("event_date="):
+                        continue
+                    directory = os.path.join(base, region_dir, date_dir)
+                    files = sorted(os.path.join(directory, f) for f in os.listdir(directory)
+                                   if f.endswith(".parquet") and not f.startswith("."))
+                    if files:
+                        found[(table, region_dir[len("user_region="):], date_dir[len("event_date="):])] = files
+    return found
