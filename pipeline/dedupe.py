@@ -22,13 +22,14 @@ pseudonyms are not linkable across runs).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from pipeline.tables import QUARANTINE
 
 DEVICE = "device_id_pseudonym"
 EVENT = "event_id"
@@ -41,20 +42,20 @@ def row_keys(table: pa.Table) -> pa.Array:
     return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
-def committed_keys(files: Iterable[str]) -> pa.Array:
+def committed_keys(files: Iterable[str], filesystem=None) -> pa.Array:
     """Keys of the committed rows in these files (only the two columns are read)."""
-    tables = [pq.read_table(path, columns=[DEVICE, EVENT]) for path in files]
+    tables = [pq.read_table(path, columns=[DEVICE, EVENT], filesystem=filesystem) for path in files]
     return row_keys(pa.concat_tables(tables)) if tables else pa.array([], pa.string())
 
 
-def drop_committed(rows: pa.Table, keep: pa.Array, files: list[str]) -> tuple[pa.Array, int]:
+def drop_committed(rows: pa.Table, keep: pa.Array, files: list[str], filesystem=None) -> tuple[pa.Array, int]:
     """(`_origin` of the rows to write, how many were dropped because they are committed already).
     `rows`: `_origin` and the two key columns of this run's rows of one partition; `keep`:
     the `_origin`s kept within the run. Arrow's `is_in` holds the committed keys in a hash
     table (64-bit hashes and the keys) for the one partition."""
     if not files:
         return keep, 0
-    seen = pc.fill_null(pc.is_in(row_keys(rows), value_set=committed_keys(files), skip_nulls=True), False)
+    seen = pc.fill_null(pc.is_in(row_keys(rows), value_set=committed_keys(files, filesystem), skip_nulls=True), False)
     seen = seen.to_numpy(zero_copy_only=False)
     origins = rows.column("_origin").to_numpy()
     kept = np.isin(origins, keep.to_numpy(zero_copy_only=False))
@@ -64,24 +65,23 @@ def drop_committed(rows: pa.Table, keep: pa.Array, files: list[str]) -> tuple[pa
     return pa.array(origins[kept & ~seen], pa.int64()), n
 
 
-def list_partition_files(output: str, types: Iterable[str]) -> dict[Partition, list[str]]:
-    """The data files of every partition of the output's type tables (and their `_locked`
-    tables), as published. For an appending run."""
+def committed_partition_files(output, skip: Iterable[str] = ()) -> dict[Partition, list[str]]:
+    """The committed data files of every partition of the output's type and locked tables, at
+    the version the run opened (`commit.Output.open`), as paths relative to the output. For an
+    appending run: only these are looked up (files on disk outside the table's version, of
+    killed runs or replaced versions, are not). `skip`: tables this run committed already (a
+    resumed run, `commit.Plan.done`): their rows are its own, and are not committed again."""
     found: dict[Partition, list[str]] = {}
-    for rtype in types:
-        for table in (rtype, f"_locked/{rtype}"):
-            base = os.path.join(output, table)
-            if not os.path.isdir(base):
-                continue
-            for region_dir in sorted(os.listdir(base)):
-                if not region_dir.startswith("user_region="):
-                    continue
-                for date_dir in sorted(os.listdir(os.path.join(base, region_dir))):
-                    if not date_dir.startswith("event_date="):
-                        continue
-                    directory = os.path.join(base, region_dir, date_dir)
-                    files = sorted(os.path.join(directory, f) for f in os.listdir(directory)
-                                   if f.endswith(".parquet") and not f.startswith("."))
-                    if files:
-                        found[(table, region_dir[len("user_region="):], date_dir[len("event_date="):])] = files
+    skip = set(skip)
+    for name, table in output.tables.items():
+        if table is None or name == QUARANTINE or name in skip:
+            continue
+        actions = pa.table(table.get_add_actions(flatten=True))
+        if not actions.num_rows:
+            continue
+        paths = actions.column("path").to_pylist()
+        regions = actions.column("partition.user_region").to_pylist()
+        dates = actions.column("partition.event_date").to_pylist()
+        for path, region, date in zip(paths, regions, dates, strict=True):
+            found.setdefault((name, region, date), []).append(f"{name}/{path}")
     return found
