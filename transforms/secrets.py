@@ -33,11 +33,12 @@ DEFAULT_RULES = Path(__file__).resolve().parent.parent / "schemas" / "secrets.to
 _KINDS = ("token", "context", "url")
 _CHECKS = ("basic_auth", "entropy")
 _MAX_PASSES = 4
+_RE2_MEMORY = 256 << 20  # per compiled pattern; the DFA grows lazily, only as far as the input needs
 # Entropy check (see docs/free-text.md for how these were chosen): a candidate of at least
 # _ENTROPY_MIN_LEN characters that mixes upper case, lower case and digits is a secret when
 # its Shannon entropy reaches _ENTROPY_RATIO of the most its length allows (log2 of the length).
 _ENTROPY_MIN_LEN = 24
-_ENTROPY_RATIO = 0.83
+_ENTROPY_RATIO = 0.78
 
 
 class SecretRulesError(ValueError):
@@ -82,6 +83,8 @@ def load_rules(path: str | Path | None = None) -> list[SecretRule]:
             raise SecretRulesError(f"{path}: rule {rid}: regex does not compile with RE2: {exc}") from None
         if kind == "context" and "(?P<secret>" not in regex:
             raise SecretRulesError(f"{path}: rule {rid}: a context rule needs a group (?P<secret>...)")
+        if check == "entropy" and not _SIMPLE_CLASS.fullmatch(regex):
+            raise SecretRulesError(f"{path}: rule {rid}: an entropy rule's regex is one character class and counts")
         if kind == "url" and not ("(?P<scheme>" in regex and "(?P<payload>" in regex):
             raise SecretRulesError(f"{path}: rule {rid}: a url rule needs groups scheme and payload")
         words = raw.get("except_words", [])
@@ -106,6 +109,8 @@ def looks_random(token: str) -> bool:
     core = token.strip("=-_~+/")
     if len(core) < _ENTROPY_MIN_LEN:
         return False
+    if token.startswith("/") or "//" in core or core.count("/") * 12 > len(core):
+        return False        # a path (`/storage/emulated/0/Download/...`), not base64
     has_upper = has_lower = has_digit = False
     for ch in core:
         if ch.isdigit():
@@ -132,25 +137,8 @@ def _basic_auth(token: str) -> bool:
 
 _CHECK_FUNCS = {"basic_auth": _basic_auth, "entropy": looks_random}
 _NAMED_GROUP = re.compile(r"\(\?P<[A-Za-z0-9_]+>")
-
-
-class _Decoded:
-    """A match over ASCII bytes read as text (offsets are the same)."""
-
-    def __init__(self, m: re2._Match) -> None:
-        self._m = m
-
-    def group(self, g: int) -> str:
-        return self._m.group(g).decode()
-
-    def start(self, g: int) -> int:
-        return self._m.start(g)
-
-    def end(self, g: int) -> int:
-        return self._m.end(g)
-
-    def span(self, g: int) -> tuple[int, int]:
-        return self._m.span(g)
+_COLUMN_NUMBER = re.compile(r"\d{1,3}(?:,\d{1,3})?")
+_SIMPLE_CLASS = re.compile(r"\[[^\]\[()|]+\]\{\d+,\d*\}(?:=\{0,2\})?")
 
 
 class SecretSweep:
@@ -158,23 +146,25 @@ class SecretSweep:
 
     def __init__(self, rules: list[SecretRule] | None = None) -> None:
         self.rules = rules if rules is not None else load_rules()
-        parts = []
-        for i, rule in enumerate(self.rules):
-            regex = (rule.regex.replace("(?P<secret>", f"(?P<s{i}>").replace("(?P<scheme>", f"(?P<c{i}>")
-                     .replace("(?P<payload>", f"(?P<p{i}>"))
-            parts.append(f"(?P<r{i}>{regex})")
-        grouped = "|".join(parts)
-        # Without capturing groups RE2 answers "does anything match" with its DFA, several times
-        # faster: that is the scan every value gets; the groups are read only on a match.
-        self.pattern = _NAMED_GROUP.sub("(?:", grouped)
-        self._plain = re2.compile(self.pattern.encode())
-        self._re = re2.compile(grouped.encode())
-        self._re_text = re2.compile(grouped)
-        index = self._re_text.groupindex
-        self._groups = {f"r{i}": (rule, (index[f"r{i}"], index.get(f"s{i}"), index.get(f"c{i}"), index.get(f"p{i}")))
-                        for i, rule in enumerate(self.rules)}
-        self._except = [(rule, re.compile(r"(?i)(?<![\w-])(?:" + "|".join(map(re.escape, rule.except_words))
-                                          + r")(?:\.exe)?(?![\w-])")) for rule in self.rules if rule.except_words]
+        # Which rules match, if any: an RE2 set, one DFA scan of the value for all rules; that is
+        # the scan every value gets. Where: each matching rule's own pattern, with its groups.
+        # `pattern` (all rules, no groups) is the same test for other RE2 users.
+        self.pattern = _NAMED_GROUP.sub("(?:", "|".join(f"(?:{rule.regex})" for rule in self.rules))
+        options = re2.Options()
+        options.max_mem = _RE2_MEMORY  # room for the DFA's states: a full cache is thrown away and rebuilt
+        self._set = re2.Set.SearchSet(options)
+        self._own = []
+        for rule in self.rules:
+            self._set.Add(_NAMED_GROUP.sub("(?:", rule.regex).encode())
+            if rule.check == "entropy":    # one character class: Python's engine is linear on it, and faster
+                own = re.compile(rule.regex.encode())
+            else:
+                own = re2.compile(rule.regex.encode(), options)
+            index = own.groupindex
+            self._own.append((own, {k.decode() if isinstance(k, bytes) else k: v for k, v in index.items()}))
+        self._set.Compile()
+        self._except = {id(rule): re.compile(r"(?i)(?<![\w-])(?:" + "|".join(map(re.escape, rule.except_words))
+                                             + r")(?:\.exe)?(?![\w-])") for rule in self.rules if rule.except_words}
 
     def __getstate__(self) -> dict:
         return {"rules": self.rules}
@@ -194,61 +184,53 @@ class SecretSweep:
     def matches(self, text: str) -> bool:
         """True when some rule's pattern matches (before checks): only then can `sweep` change it.
         A False here is the proof that the value holds nothing the rule set knows."""
-        return self._plain.search(text.encode("utf-8", "surrogatepass")) is not None
+        return bool(self._set.Match(text.encode("utf-8", "surrogatepass")))
 
     def findings(self, text: str) -> list[tuple[int, int, str, str]]:
         """(start, end, replacement, rule id) of every finding, in text order, overlaps merged later."""
+        data = text.encode("utf-8", "surrogatepass")
+        hits = self._set.Match(data)
+        if not hits:
+            return []
+        ascii_text = len(data) == len(text)      # byte offsets are character offsets
         out: list[tuple[int, int, str, str]] = []
-        ascii_text = text.isascii()
-        subject = text.encode() if ascii_text else text   # ASCII: byte offsets are character offsets
-        search = self._re.search if ascii_text else self._re_text.search
-        pos = 0
-        n = len(text)
-        while pos <= n:
-            m = search(subject, pos)
-            if m is None:
-                break
-            last = m.lastgroup
-            rule, groups = self._groups[last if isinstance(last, str) else last.decode()]
-            start, end = m.span()
-            found = self._finding(m, rule, groups, ascii_text)
-            if found is not None and not self._excepted(rule, text, start):
-                out.append((*found, rule.id))
-            # context and url rules start at a keyword: look again just after it, so a finding
-            # inside a span the rule passed over (e.g. `-k https://...`) is still seen
-            pos = end if rule.kind == "token" and end > start else start + 1
+        for i in sorted(hits):
+            rule = self.rules[i]
+            own, groups = self._own[i]
+            for m in own.finditer(data):
+                found = self._finding(m, rule, groups)
+                if found is None:
+                    continue
+                start, end, repl = found
+                if not ascii_text:
+                    start, end = len(data[:start].decode("utf-8", "surrogatepass")), len(
+                        data[:end].decode("utf-8", "surrogatepass"))
+                if rule.except_words and self._except[id(rule)].search(text, 0, start + 1):
+                    continue
+                out.append((start, end, repl, rule.id))
         return out
 
-    def _excepted(self, rule: SecretRule, text: str, start: int) -> bool:
-        if not rule.except_words:
-            return False
-        for r, pattern in self._except:
-            if r is rule:
-                return pattern.search(text, 0, start + 1) is not None
-        return False
-
     @staticmethod
-    def _finding(m: re2._Match, rule: SecretRule, groups: tuple, ascii_text: bool) -> tuple[int, int, str] | None:
-        if ascii_text:
-            m = _Decoded(m)
-        whole, secret, scheme, payload = groups
+    def _finding(m: re2._Match, rule: SecretRule, groups: dict[str, int]) -> tuple[int, int, str] | None:
+        """(start, end, replacement) in bytes of one match of `rule`, or None when it is not a secret."""
         if rule.kind == "url":
+            scheme, payload = groups["scheme"], groups["payload"]
             value = m.group(payload)
-            if not value or value.startswith("//"):
+            if not value or value.startswith(b"//"):
                 return None
-            return m.start(scheme), m.end(payload), m.group(scheme).lower() + ":"
+            return m.start(scheme), m.end(payload), m.group(scheme).decode().lower() + ":"
+        secret = groups.get("secret")
         if secret is not None:
             if m.start(secret) < 0:
                 return None
             start, end = m.span(secret)
-            value = m.group(secret)
         else:
-            start, end = m.span(whole)
-            value = m.group(whole)
+            start, end = m.span()
+        value = m.group(secret if secret is not None else 0).decode("utf-8", "surrogatepass")
         core = value.strip("\"'{}")
         if not core or core == REDACTED or core.startswith(("pz-", REDACTED)) or "://" in core:
             return None
-        if rule.kind == "context" and re.fullmatch(r"\d{1,3}(?:,\d{1,3})?", core):
+        if rule.kind == "context" and _COLUMN_NUMBER.fullmatch(core):
             return None     # `sort -k 2`: a column number, not a secret
         check = _CHECK_FUNCS.get(rule.check) if rule.check else None
         if check is not None and not check(core):
@@ -345,6 +327,10 @@ def join_userinfo(text: str) -> str:
 # '/', '\\' or '@', a switch, or an `S-1-` account SID; tests/test_secrets.py checks this on
 # generated tokens). Such a value is clean when the secret rules do not match it either.
 SAFE_TOKEN = r"[A-Za-z0-9][A-Za-z0-9._+#-]{0,127}"
+# Shorter than any match of a rule on such a token (token rules match 18+ characters; every
+# other rule needs a blank, ':', '=' or '/'; tests/test_secrets.py checks both on the rule file):
+# a safe token this short is clean without looking at the rules, which Arrow proves for whole columns.
+SAFE_SHORT_TOKEN = r"[A-Za-z0-9][A-Za-z0-9._+#-]{0,16}"
 SID_LIKE = r"(?i)s-1-[0-9]"
 _SAFE_TOKEN_RE = re.compile(SAFE_TOKEN)
 _SID_LIKE_RE = re.compile(SID_LIKE)
