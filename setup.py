@@ -27,6 +27,8 @@ setup(
             "hypothesis>=6.100,<7",
             "ruff>=0.6",
             "duckdb>=1.0,<2",
+            "polars>=1.0,<3",
+            "pandas>=2,<3",
             "dask[distributed]>=2024.4.2,<2027",
         ],
         "dask": ["dask[distributed]>=2024.4.2,<2027"],

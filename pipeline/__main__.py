@@ -21,6 +21,7 @@ COMMANDS = {
     "explain": "pipeline.explain",    # show, per record, what each rule did
     "subject": "pipeline.subject",    # data-subject rights: export / erase
     "stream": "pipeline.streaming",   # streaming job: Pub/Sub or Kafka, fixed windows
+    "maintain": "pipeline.maintain",  # retention at rest, compaction, vacuum of the Delta tables
 }
 
 

@@ -24,5 +24,9 @@ class SanitizerOptions(PipelineOptions):
                             help="consent withdrawals: NDJSON or CSV with device_id, basis, withdrawn_at")
         parser.add_argument("--append", action="store_true", default=False,
                             help="add this run's files to --output instead of replacing it (used by --watch)")
+        parser.add_argument("--allow-partial-input", "--allow_partial_input", dest="allow_partial_input",
+                            action="store_true", default=False,
+                            help="exit 0 even when part of the input could not be read (damaged or unreadable "
+                                 "files); the summary and the report still say so. Without it such a run exits 3")
         parser.add_argument("--batch-lines", "--batch_lines", dest="batch_lines", type=int, default=20000,
                             help="lines per Beam element")

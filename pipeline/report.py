@@ -51,6 +51,13 @@ def build_report(stats: Counter, meta: dict[str, Any]) -> dict[str, Any]:
         "special_category_fields": {k: dict(sorted(v.items())) for k, v in sorted(special.items())},
         "files_written": stats.get("files_written", 0),
     }
+    lost = {k[len("unreadable_bytes/"):]: v for k, v in sorted(stats.items()) if k.startswith("unreadable_bytes/")}
+    report["input_complete"] = not quarantined.get("unreadable_input")
+    report["unreadable_input"] = {  # what could not be read; its quarantine rows carry the byte offsets
+        "parts": quarantined.get("unreadable_input", 0),
+        "bytes_not_read": sum(lost.values()),
+        "files": lost,
+    }
     if writer_mismatch:
         report["identity"]["writer_mismatch"] = {k: list(v) for k, v in writer_mismatch.items()}
     return report
@@ -58,12 +65,11 @@ def build_report(stats: Counter, meta: dict[str, Any]) -> dict[str, Any]:
 
 def summary(report: dict[str, Any]) -> str:
     """A few lines for the terminal: counts by type, drops and quarantine by reason, key mode."""
-    ident = report["identity"]
     lines = [
         f"run {report['run_id']}: {report['input_records']} records in, "
         f"{sum(report['output_records'].values())} written, {sum(report['dropped'].values())} dropped, "
         f"{sum(report['quarantined'].values())} quarantined "
-        f"({'identity holds' if ident['holds'] else 'IDENTITY BROKEN'}) in {report['duration_seconds']:.1f}s "
+        f"({_identity(report)}) in {report['duration_seconds']:.1f}s "
         f"on {report['runner']}",
         "  written:     " + _pairs(report["output_records"]),
         "  dropped:     " + _pairs(report["dropped"]),
@@ -75,9 +81,22 @@ def summary(report: dict[str, Any]) -> str:
                                            else " (pseudonyms are NOT linkable across runs)"),
         f"  output: {report['output_dir']}  report: {report['output_dir']}/{report.get('report_path', '_report.json')}",
     ]
+    partial = report.get("unreadable_input") or {}
+    if not report.get("input_complete", True):
+        lines.append(f"  PARTIAL INPUT: {partial['parts']} part(s) of {len(partial['files'])} file(s) "
+                     f"could not be read, {partial['bytes_not_read']} bytes not read (quarantine reason "
+                     "unreadable_input, with the byte offset): " + ", ".join(sorted(partial["files"])))
     if report["key"]["mode"] == "development":
         lines.append("  WARNING: the bundled development key is public; never use it for real data")
     return "\n".join(lines)
+
+
+def _identity(report: dict[str, Any]) -> str:
+    if not report["identity"]["holds"]:
+        return "IDENTITY BROKEN"
+    if not report.get("input_complete", True):
+        return "PARTIAL INPUT: identity holds only for what could be read"
+    return "identity holds"
 
 
 def _pairs(d: dict[str, int]) -> str:

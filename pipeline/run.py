@@ -25,7 +25,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from pipeline.files import InputError, expand_inputs
+from pipeline.files import InputError, changed_since, expand_inputs, snapshot
 from pipeline.graph import build_pipeline
 from pipeline.options import DEFAULT_RUNNER, SanitizerOptions
 from pipeline.reading import CHUNK_BYTES
@@ -140,7 +140,12 @@ def run(argv: list[str]) -> int:
         policy = load_policy(opts.policy)
         key, key_mode = load_key(opts.pseudonym_key_file)
         as_of = parse_as_of(opts.as_of)
-        files = expand_inputs(opts.input)
+        never = {path: what for path, what in ((opts.pseudonym_key_file, "the --pseudonym-key-file"),
+                                                  (opts.withdrawals, "the --withdrawals file")) if path}
+        input_warnings: list[str] = []
+        files = expand_inputs(opts.input, never=never, warn=lambda m: (input_warnings.append(m),
+                                                                        print(f"warning: {m}", file=sys.stderr)))
+        before = snapshot(files)
         try:
             ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)
         except OverflowError:
@@ -193,6 +198,12 @@ def run(argv: list[str]) -> int:
                 client = getattr(result, "client", None)  # DaskRunner leaves its distributed.Client open
                 if client is not None:
                     client.close()
+        changed = changed_since(before)
+        if changed:  # before anything is published: what was read may not be what the file holds
+            for line in changed:
+                print(f"error: --input {line}; nothing was written for this run (run it again once the "
+                      "file is complete)", file=sys.stderr)
+            return 1
         with open(os.path.join(staging, "_stats.json"), encoding="utf-8") as fh:
             stats = Counter(json.load(fh))
         final = os.path.join(staging, "final")
@@ -208,6 +219,7 @@ def run(argv: list[str]) -> int:
             "runner": str(standard.runner),
             "as_of": as_of.isoformat(),
             "inputs": files,
+            "input_warnings": input_warnings,
             "output_dir": out,
             "policy": {"version": policy.version, "sha256": policy.sha256, "source": policy.source},
             "report_path": f"_reports/{run_id}.json" if opts.append else "_report.json",
@@ -222,7 +234,17 @@ def run(argv: list[str]) -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(summary(report))
-    return 0 if report["identity"]["holds"] else 1
+    return exit_code(report, opts.allow_partial_input)
+
+
+def exit_code(report: dict, allow_partial_input: bool = False) -> int:
+    """1: the counts do not reconcile; 3: part of the input could not be read (the output holds
+    what could be, the report says what was not), unless allowed; 0 otherwise."""
+    if not report["identity"]["holds"]:
+        return 1
+    if not report.get("input_complete", True) and not allow_partial_input:
+        return 3
+    return 0
 
 
 @contextlib.contextmanager

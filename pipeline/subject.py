@@ -8,28 +8,22 @@ needed to find a person's rows: the pseudonyms of RAW_ID are recomputed for
 every kind that names a person (device, user, email) and matched against each
 output column the policy fills with a pseudonym of that kind.
 
-`export` writes every matching row of every type (the locked archive included)
-as JSON Lines, one file per type, plus a manifest. `erase` rewrites each
-Parquet file holding a matching row without those rows, atomically: the new
-version is written to a hidden temporary file in the same directory, synced,
-and renamed over the original, so a reader sees the old or the new file, never
-a half-written one. Each erase is appended to DIR/_erasures.jsonl under a keyed
-hash of the id (the raw id is never stored).
+Both read every Delta table of the output (data, locked, quarantine) at its current
+version: files on disk the table log does not name are never read. `export` writes
+every matching row as JSON Lines, one file per type, plus a manifest. `erase`
+(pipeline/erase.py) rewrites the partitions holding the subject's rows in one commit
+per table, vacuums every table and checks its log (docs/erasure-and-maintenance.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import hmac
 import json
-import os
-import re
-import secrets
+import operator
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import reduce
@@ -38,17 +32,17 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
-from pipeline.io import parquet_compression
+from pipeline.housekeeping import BusyError
 from pipeline.run import ConfigError, load_key
-from schemas.policy import Policy, PolicyError, load_policy
+from pipeline.tables import DELTA_LOG, list_tables, record_type_of, table_kind
+from schemas.policy import PARTITION_COLUMNS, Policy, PolicyError, load_policy
 from transforms.pseudonym import Pseudonymizer
 
 SUBJECT_KINDS = ("device", "user", "email")
-ERASURE_LOG = "_erasures.jsonl"
-LOCKED_DIR = "_locked"
-TEMP_FILE = re.compile(r"^\..+\.tmp-[0-9a-f]+$")  # `.part-x.parquet.tmp-ab12cd34`: ignored by readers
 
 
 class SubjectError(ConfigError):
@@ -94,38 +88,31 @@ def subject_columns(policy: Policy, type_name: str | None) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class DataFile:
+class TableRef:
+    name: str                # 'dns', '_locked/dns', '_quarantine' (pipeline.tables names)
     path: Path
-    root: Path  # the type's directory: partition directories below it may be removed when emptied
-    record_type: str
+    record_type: str | None  # None for the quarantine
     locked: bool
-    partition: dict[str, str]
+
+
+def iter_tables(data_dir: Path) -> list[TableRef]:
+    """Every Delta table of the output: data, locked and quarantine. A type directory without a
+    table log is output of an older version (plain Parquet) and stops the request: its rows could
+    not be erased with the guarantees of a table."""
+    for entry in sorted(data_dir.iterdir()):
+        if (entry.is_dir() and _is_data_name(entry.name) and not (entry / DELTA_LOG).is_dir()
+                and any(entry.rglob("*.parquet"))):
+            raise SubjectError(f"--data {data_dir}: {entry.name}/ is not a Delta table (output of an older "
+                               "version); re-run the pipeline into a new directory")
+    refs = []
+    for name in list_tables(str(data_dir)):
+        kind = table_kind(name)
+        refs.append(TableRef(name, data_dir / name, record_type_of(name), kind == "locked"))
+    return refs
 
 
 def _is_data_name(name: str) -> bool:
     return not name.startswith((".", "_"))
-
-
-def iter_data_files(data_dir: Path) -> Iterator[DataFile]:
-    """Every Parquet file of every type, the locked archive included; hidden and `_` names skipped
-    (as pyarrow.dataset does), so leftover temporary files are never read."""
-    roots: list[tuple[Path, str, bool]] = []
-    for entry in sorted(data_dir.iterdir()):
-        if entry.is_dir() and _is_data_name(entry.name):
-            roots.append((entry, entry.name, False))
-    locked = data_dir / LOCKED_DIR
-    if locked.is_dir():
-        for entry in sorted(locked.iterdir()):
-            if entry.is_dir() and _is_data_name(entry.name):
-                roots.append((entry, entry.name, True))
-    for root, type_name, is_locked in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if _is_data_name(d))
-            for name in sorted(filenames):
-                if _is_data_name(name) and name.endswith(".parquet"):
-                    path = Path(dirpath) / name
-                    parts = dict(p.split("=", 1) for p in path.relative_to(root).parts[:-1] if "=" in p)
-                    yield DataFile(path, root, type_name, is_locked, parts)
 
 
 def _mask(table: pa.Table, columns: dict[str, str], candidates: dict[str, list[str]]) -> pa.Array:
@@ -136,26 +123,58 @@ def _mask(table: pa.Table, columns: dict[str, str], candidates: dict[str, list[s
     return pc.fill_null(mask, False)
 
 
-def find_rows(df: DataFile, policy: Policy, candidates: dict[str, list[str]],
-              full: bool = False) -> tuple[pa.Table | None, pa.Array | None, int]:
-    """(table, boolean mask of the subject's rows, count). Only the pseudonym columns are read,
-    unless `full` and there is a match; (None, None, 0) when the file has none of the columns."""
+def open_table(ref: TableRef) -> tuple[DeltaTable, pads.Dataset]:
+    """The table at its current version, and a dataset of exactly the files that version names
+    (files on disk that the log does not name are never read)."""
     try:
-        pf = pq.ParquetFile(df.path)
-        present = set(pf.schema_arrow.names)
-        columns = {c: k for c, k in subject_columns(policy, df.record_type).items() if c in present}
-        if not columns:
-            return None, None, 0
-        table = pf.read(columns=list(columns))
-        mask = _mask(table, columns, candidates)
-        n = int(pc.sum(mask).as_py() or 0)
-        if n and full:
-            table = pf.read()
-            mask = _mask(table, columns, candidates)
-            n = int(pc.sum(mask).as_py() or 0)
+        dt = DeltaTable(str(ref.path))
+        return dt, dt.to_pyarrow_dataset()
+    except (DeltaError, pa.ArrowException, OSError) as exc:
+        raise DataFileError(f"{ref.path}: cannot read the table: {exc.__class__.__name__}: {exc}") from None
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def partition_predicate(hits: pa.Table) -> tuple[str, pc.Expression]:
+    """SQL predicate (for a commit) and dataset expression (for reading) naming exactly the
+    partitions of the rows in `hits`: partition columns only, never a row's value."""
+    parts = sorted(set(zip(*(hits.column(c).to_pylist() for c in PARTITION_COLUMNS), strict=True)),
+                   key=lambda p: tuple("" if v is None else v for v in p))
+    sql, exprs = [], []
+    for values in parts:
+        terms, ex = [], []
+        for col, value in zip(PARTITION_COLUMNS, values, strict=True):
+            terms.append(f"{col} IS NULL" if value is None else f"{col} = {_quote(value)}")
+            ex.append(pc.field(col).is_null() if value is None else pc.field(col) == value)
+        sql.append("(" + " AND ".join(terms) + ")")
+        exprs.append(reduce(operator.and_, ex))
+    return " OR ".join(sql), reduce(operator.or_, exprs)
+
+
+def find_rows(ref: TableRef, dataset: pads.Dataset, policy: Policy, candidates: dict[str, list[str]],
+              columns: list[str] | None = None) -> pa.Table | None:
+    """The subject's rows (only `columns` if given); None when the table has no column naming a person.
+
+    The pseudonym and partition columns are read first; whole rows only from the partitions
+    holding a match. The match is done in memory: a filter pushed into the dataset is also
+    tested against the file statistics the table log may hold, and pyarrow has no kernel for
+    some of those types (string_view)."""
+    present = set(dataset.schema.names)
+    match = {c: k for c, k in subject_columns(policy, ref.record_type).items() if c in present}
+    if not match:
+        return None
+    keys = [c for c in PARTITION_COLUMNS if c in present]
+    try:
+        narrow = dataset.to_table(columns=list(dict.fromkeys([*match, *keys, *(columns or [])])))
+        hits = narrow.filter(_mask(narrow, match, candidates))
+        if columns is not None or not hits.num_rows:
+            return hits.select(columns) if columns is not None else hits
+        full = dataset.to_table(filter=partition_predicate(hits)[1] if len(keys) == len(PARTITION_COLUMNS) else None)
+        return full.filter(_mask(full, match, candidates))
     except (pa.ArrowException, OSError) as exc:
-        raise DataFileError(f"{df.path}: cannot read: {exc.__class__.__name__}: {exc}") from None
-    return table, mask, n
+        raise DataFileError(f"{ref.path}: cannot read: {exc.__class__.__name__}: {exc}") from None
 
 
 # ----------------------------------------------------------------- shared setup
@@ -228,41 +247,40 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _type_label(df: DataFile) -> str:
-    return f"{LOCKED_DIR}/{df.record_type}" if df.locked else df.record_type
-
-
 # ----------------------------------------------------------------- export
 
 
 def export(req: Request, out_dir: Path) -> dict[str, Any]:
-    """Write OUT_DIR/<type>.jsonl and OUT_DIR/manifest.json; returns the manifest."""
+    """Write OUT_DIR/<type>.jsonl and OUT_DIR/manifest.json from each table's current version;
+    returns the manifest."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise SubjectError(f"--output {out_dir}: exists and is not an empty directory")
     if out_dir.resolve().is_relative_to(req.data_dir.resolve()):
         raise SubjectError(f"--output {out_dir}: must not be inside --data")
+    refs = iter_tables(req.data_dir)
     created = not out_dir.exists()
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     counts: Counter = Counter()
     locked_counts: Counter = Counter()
+    versions: dict[str, int] = {}
     handles: dict[str, Any] = {}
     done = False
     try:
-        for df in iter_data_files(req.data_dir):
-            table, mask, n = find_rows(df, req.policy, req.candidates, full=True)
-            if not n:
+        for ref in refs:
+            dt, dataset = open_table(ref)
+            versions[ref.name] = dt.version()
+            rows = find_rows(ref, dataset, req.policy, req.candidates)
+            if rows is None or not rows.num_rows or ref.record_type is None:
                 continue
-            rows = table.filter(mask).to_pylist()
-            fh = handles.get(df.record_type)
+            fh = handles.get(ref.record_type)
             if fh is None:
-                fh = handles[df.record_type] = open(out_dir / f"{df.record_type}.jsonl", "w", encoding="utf-8")
-            for row in rows:
-                row.update(df.partition)
-                row["_locked"] = df.locked
+                fh = handles[ref.record_type] = open(out_dir / f"{ref.record_type}.jsonl", "w", encoding="utf-8")
+            for row in rows.to_pylist():
+                row["_locked"] = ref.locked
                 fh.write(json.dumps(row, default=_jsonable, ensure_ascii=False) + "\n")
-            counts[df.record_type] += n
-            if df.locked:
-                locked_counts[df.record_type] += n
+            counts[ref.record_type] += rows.num_rows
+            if ref.locked:
+                locked_counts[ref.record_type] += rows.num_rows
         done = True
     finally:
         for fh in handles.values():
@@ -279,153 +297,16 @@ def export(req: Request, out_dir: Path) -> dict[str, Any]:
         "policy_version": req.report.get("policy", {}).get("version"),
         "run_id": req.report.get("run_id"),
         "matched_kinds": list(SUBJECT_KINDS),
+        "table_versions": dict(sorted(versions.items())),
         "counts": dict(sorted(counts.items())),
         "locked_counts": dict(sorted(locked_counts.items())),
         "total_rows": sum(counts.values()),
         "files": sorted(f"{t}.jsonl" for t in handles),
-        "format": "JSON Lines, one row per line; user_region and event_date come from the partition "
-                  "directory; _locked is true for rows in the locked archive",
+        "format": "JSON Lines, one row per line, read from each table's version in table_versions; "
+                  "_locked is true for rows of the locked tables",
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
-
-
-# ----------------------------------------------------------------- erase
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def rewrite_without(path: Path, keep: pa.Table) -> None:
-    """Replace `path` by `keep` atomically: hidden temp file in the same directory, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(keep, fh, compression=parquet_compression(keep.num_rows))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _remove_file(path: Path, stop: Path) -> None:
-    """Delete a file that has no rows left, then the partition directories it leaves empty."""
-    path.unlink()
-    _fsync_dir(path.parent)
-    parent = path.parent
-    while parent != stop and parent.is_relative_to(stop) and not any(parent.iterdir()):
-        parent.rmdir()
-        parent = parent.parent
-
-
-def remove_stale_temp_files(data_dir: Path) -> list[Path]:
-    """Temp files an interrupted erase left behind (readers never saw them)."""
-    stale = []
-    roots = [p for p in data_dir.iterdir() if p.is_dir() and _is_data_name(p.name)]
-    if (data_dir / LOCKED_DIR).is_dir():
-        roots += [p for p in (data_dir / LOCKED_DIR).iterdir() if p.is_dir()]
-    for root in roots:
-        for dirpath, _dirs, files in os.walk(root):
-            for name in files:
-                if TEMP_FILE.match(name):
-                    path = Path(dirpath) / name
-                    path.unlink(missing_ok=True)
-                    stale.append(path)
-    return stale
-
-
-@dataclass
-class ErasureResult:
-    removed: Counter = field(default_factory=Counter)   # type label -> rows
-    rewritten: Counter = field(default_factory=Counter)  # type label -> files
-    deleted: Counter = field(default_factory=Counter)    # type label -> files
-    stale_temp_files: int = 0
-
-    def entry(self, req: Request, status: str) -> dict[str, Any]:
-        return {
-            "time": _now(),
-            "action": "erase",
-            "status": status,
-            "subject_id_hash": req.subject,
-            "matched_kinds": list(SUBJECT_KINDS),
-            "rows_removed": dict(sorted(self.removed.items())),
-            "total_rows_removed": sum(self.removed.values()),
-            "files_rewritten": sum(self.rewritten.values()),
-            "files_deleted": sum(self.deleted.values()),
-            "stale_temp_files_removed": self.stale_temp_files,
-            "policy_version": req.report.get("policy", {}).get("version"),
-            "run_id": req.report.get("run_id"),
-        }
-
-
-def _append_log(fh, entry: dict[str, Any]) -> None:
-    fh.write(json.dumps(entry, sort_keys=False) + "\n")
-    fh.flush()
-    os.fsync(fh.fileno())
-
-
-def erase(req: Request, dry_run: bool = False) -> ErasureResult:
-    """Remove the subject's rows from every file; files without a match are not touched."""
-    result = ErasureResult()
-    if dry_run:
-        for df in iter_data_files(req.data_dir):
-            table, _, n = find_rows(df, req.policy, req.candidates)
-            if n:
-                result.removed[_type_label(df)] += n
-                (result.rewritten if n < table.num_rows else result.deleted)[_type_label(df)] += 1
-        return result
-    with open(req.data_dir / ERASURE_LOG, "a", encoding="utf-8") as log:
-        try:
-            fcntl.flock(log.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise SubjectError(f"--data {req.data_dir}: another erase is running on it") from None
-        try:
-            result.stale_temp_files = len(remove_stale_temp_files(req.data_dir))
-            for df in list(iter_data_files(req.data_dir)):
-                table, mask, n = find_rows(df, req.policy, req.candidates, full=True)
-                if not n:
-                    continue
-                label = _type_label(df)
-                keep = table.filter(pc.invert(mask))
-                if keep.num_rows:
-                    rewrite_without(df.path, keep)
-                    result.rewritten[label] += 1
-                else:
-                    _remove_file(df.path, df.root)
-                    result.deleted[label] += 1
-                result.removed[label] += n
-        except BaseException:
-            _append_log(log, result.entry(req, "interrupted"))
-            raise
-        _append_log(log, result.entry(req, "completed"))
-    return result
-
-
-def _erase_summary(req: Request, result: ErasureResult, dry_run: bool) -> str:
-    verb = "would remove" if dry_run else "removed"
-    lines = [f"subject {req.subject} (keyed hash of the id; the id itself is not stored)"]
-    labels = sorted(result.removed)
-    width = max((len(t) for t in labels), default=0)
-    for t in labels:
-        files = (f"{result.rewritten[t]} file(s) to rewrite, {result.deleted[t]} to delete" if dry_run else
-                 f"{result.rewritten[t]} file(s) rewritten, {result.deleted[t]} deleted")
-        lines.append(f"  {t:<{width}}  {verb} {result.removed[t]} row(s)  ({files})")
-    total = sum(result.removed.values())
-    if dry_run:
-        lines.append(f"dry run: {verb} {total} row(s); nothing was changed")
-    else:
-        lines.append(f"{verb} {total} row(s): {sum(result.rewritten.values())} file(s) rewritten, "
-                     f"{sum(result.deleted.values())} deleted, {result.stale_temp_files} stale temp file(s) "
-                     f"cleaned up; logged to {req.data_dir / ERASURE_LOG}")
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------- command line
@@ -458,16 +339,21 @@ def main(argv: list[str] | None = None) -> int:
             counts = ", ".join(f"{t}={n}" for t, n in manifest["counts"].items()) or "no rows"
             print(f"subject {req.subject}: exported {manifest['total_rows']} row(s) ({counts}) to {args.output}")
             return 0
+        from pipeline.erase import erase, summary
+
         result = erase(req, dry_run=args.dry_run)
     except (ConfigError, PolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BusyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (OSError, DataFileError) as exc:
         if args.action == "export":
             print(f"error: export failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
         else:
-            print(f"error: erase interrupted ({exc.__class__.__name__}: {exc}); every file is either its old "
+            print(f"error: erase interrupted ({exc.__class__.__name__}: {exc}); every table is at its old "
                   "or its new version; run the same command again to finish", file=sys.stderr)
         return 1
-    print(_erase_summary(req, result, args.dry_run))
+    print(summary(req, result, args.dry_run))
     return 0

@@ -25,13 +25,14 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from schemas.policy import CONSENT_FLAGS, TIMESTAMP, FieldRule, Policy, TypePolicy, load_policy
-from transforms.fields import parse_rfc3339
+from transforms.fields import TIME_PARSERS, parse_rfc3339
 from transforms.records import (
     HIDDEN_COLUMNS,
     ORIGIN_LINE_BITS,
     BatchResult,
     PartitionKey,
     SanitizeContext,
+    Unreadable,
     _removed_fields,
     count_special,
     fast_validate,
@@ -48,6 +49,7 @@ _ALNUM = "[0-9A-Za-z]"  # a value holding one of these is surely not blank (str.
 # spelling (lower-case t/z, a space, 7-9 fraction digits, far years) is left to sanitize_lines.
 _TS = (r"^(19|20|21)\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
        r"(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$")
+_DATE = r"^(19|20|21)\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"  # where a plain date is allowed
 # Integers are read as doubles: Arrow's int64 reader fails a whole block on "5.0", which the
 # contract takes as 5; rows whose value is not an integer below 2**53 go to the plain path.
 _PARSED_TYPES = {"int": pa.float64(), "float": pa.float64(), "bool": pa.bool_(), "coarse_coordinate": pa.float64()}
@@ -68,6 +70,7 @@ class _TypePlan:
     ints: tuple[str, ...]
     coordinates: tuple[str, ...]
     timestamps: tuple[str, ...]
+    dates: tuple[str, ...]  # timestamps that may be a plain date instead
 
 
 def _plan(policy: Policy, tpol: TypePolicy) -> _TypePlan:
@@ -87,7 +90,8 @@ def _plan(policy: Policy, tpol: TypePolicy) -> _TypePlan:
         floats=tuple(r.name for r in tpol.fields if r.transform in ("float", "coarse_coordinate")),
         ints=tuple(r.name for r in tpol.fields if r.transform == "int"),
         coordinates=tuple(r.name for r in tpol.fields if r.transform == "coarse_coordinate"),
-        timestamps=tuple(r.name for r in tpol.fields if r.transform == "timestamp"),
+        timestamps=tuple(r.name for r in tpol.fields if r.transform in TIME_PARSERS),
+        dates=tuple(r.name for r in tpol.fields if r.transform == "date_or_timestamp"),
     )
 
 
@@ -134,16 +138,16 @@ def reading_plan(policy: Policy | None = None) -> tuple[dict[bytes, pj.ParseOpti
 Group = tuple[list[int], list[bytes], list[int]]  # line numbers, lines, '":' per line
 
 
-def route_lines(known: Container[bytes], screen: str, max_bytes: int, lines: list[tuple[int, bytes | None]],
-                ) -> tuple[dict[bytes, Group], list[tuple[int, bytes | None]]]:
+def route_lines(known: Container[bytes], screen: str, max_bytes: int, lines: list[tuple[int, bytes | Unreadable]],
+                ) -> tuple[dict[bytes, Group], list[tuple[int, bytes | Unreadable]]]:
     """({record type: its plainly well-formed lines}, every other line): the byte tests, one
     pass of the `screen` pattern and the `type` tag route each line; types not in `known`,
     and any line in doubt, go to the second list (for the per-record path; not in order)."""
-    slow: list[tuple[int, bytes | None]] = []
+    slow: list[tuple[int, bytes | Unreadable]] = []
     candidates: list[tuple[int, bytes]] = []
     for item in lines:
         raw = item[1]
-        if (raw is None or raw[:2] != b'{"' or len(raw) > max_bytes
+        if (raw.__class__ is Unreadable or raw[:2] != b'{"' or len(raw) > max_bytes
                 or not (raw[-1] == 125 or raw.endswith(b"}\r"))  # 125: "}"
                 or raw.count(b"{") != raw.count(b"}")  # most lines cut off after an inner object
                 or not (raw.isascii() or _utf8(raw))):  # Arrow does not check UTF-8 in strings
@@ -169,7 +173,7 @@ def route_lines(known: Container[bytes], screen: str, max_bytes: int, lines: lis
 
 
 def sanitize_columnar(ctx: SanitizeContext, source: str, source_index: int,
-                      lines: list[tuple[int, bytes | None]],
+                      lines: list[tuple[int, bytes | Unreadable]],
                       withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
     """`sanitize_lines`, with the plainly well-formed lines done a record type at a time."""
     if len(lines) < MIN_LINES:
@@ -314,7 +318,10 @@ def _checked(plan: _TypePlan, table: pa.Table, said: pa.Array) -> tuple[pa.Array
                                                             pc.less_equal(col, 180.0))))
     for name in plan.timestamps:
         col = pc.struct_field(data, name)
-        masks.append(pc.or_kleene(pc.is_null(col), pc.match_substring_regex(col, _TS)))
+        form = pc.match_substring_regex(col, _TS)
+        if name in plan.dates:
+            form = pc.or_(form, pc.match_substring_regex(col, _DATE))
+        masks.append(pc.or_kleene(pc.is_null(col), form))
     return _all(masks), pc.equal(keys, said)
 
 
@@ -338,6 +345,9 @@ def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, num
     ok = pc.fill_null(pc.and_(parsed, pc.less_equal(event_time, limit)), False)
     for name in plan.timestamps:  # data timestamps (license expiry) must parse too
         col = pc.struct_field(table.column("data"), name).combine_chunks()
+        if name in plan.dates:  # a date is 00:00 UTC of that day (fields.parse_date_or_rfc3339)
+            col = pc.if_else(pc.equal(pc.utf8_length(col), 10), pc.utf8_replace_slice(col, 10, 10, "T00:00:00Z"),
+                             col)
         _, good = _timestamps(col)
         ok = pc.and_(ok, pc.or_kleene(pc.is_null(col), good))
     if not pc.all(ok).as_py():

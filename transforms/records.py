@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from schemas.iso3166 import ALPHA2
 from schemas.policy import CONSENT_FLAGS, Policy, PolicyError, TypePolicy
-from transforms.fields import FieldEngine, FieldTypeError, check, parse_rfc3339
+from transforms.fields import TIME_PARSERS, FieldEngine, FieldTypeError, check, parse_rfc3339
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import mask_line
 from transforms.special import SpecialCategoryMatcher, words
@@ -68,6 +68,27 @@ class Rejected(Exception):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+
+
+class Unreadable(NamedTuple):
+    """Stands in a batch, in place of a line, for the part of a file that could not be read:
+    where reading stopped (byte offset in the file), how many bytes of the file from there
+    were not read, and a value-free reason. Quarantined as `unreadable_input`."""
+
+    offset: int
+    lost_bytes: int
+    reason: str
+
+    def quarantine_row(self, source: str, line_no: int) -> tuple:
+        """The quarantine row (QUARANTINE_SCHEMA order): line_bytes holds the bytes lost."""
+        return (source, line_no, "unreadable_input",
+                f"{self.reason}; not read from byte {self.offset}: {self.lost_bytes} bytes", "",
+                self.lost_bytes, "")
+
+    def count(self, source: str, stats: Counter) -> None:
+        stats["input_records"] += 1
+        stats["quarantined/unreadable_input"] += 1
+        stats[f"unreadable_bytes/{source}"] += self.lost_bytes
 
 
 class PartitionKey(NamedTuple):
@@ -312,7 +333,7 @@ def validate(rec: Any, ctx: SanitizeContext) -> tuple[TypePolicy, datetime]:
             try:
                 check(rule, value)
             except FieldTypeError as exc:
-                reason = "invalid_timestamp" if rule.transform == "timestamp" else "wrong_type"
+                reason = "invalid_timestamp" if rule.transform in TIME_PARSERS else "wrong_type"
                 raise Rejected(reason, f"data.{rule.name}: {exc}") from None
     return tpol, event_time
 
@@ -408,7 +429,7 @@ def _removed_fields(rec: dict, tpol: TypePolicy, ctx: SanitizeContext, stats: Co
 
 
 def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
-                   lines: list[tuple[int, bytes | None]],
+                   lines: list[tuple[int, bytes | Unreadable]],
                    withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
     """Sanitize numbered raw lines (without newline) of one file; see module docstring.
 
@@ -429,11 +450,9 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
     records_in = 0
 
     for line_no, raw in lines:
-        if raw is None:  # the reader could not read the rest of the file
-            stats["input_records"] += 1
-            stats["quarantined/unreadable_input"] += 1
-            quarantine.append((source, line_no, "unreadable_input", "the rest of the file could not be read",
-                               "", 0, ""))
+        if raw.__class__ is Unreadable:  # the reader could not read the rest of the chunk
+            raw.count(source, stats)
+            quarantine.append(raw.quarantine_row(source, line_no))
             continue
         if raw.startswith(BOM):
             raw = raw[3:]

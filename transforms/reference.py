@@ -34,6 +34,7 @@ from transforms.records import (
     PartitionKey,
     Rejected,
     SanitizeContext,
+    Unreadable,
     count_special,
     parse_line,
     validate,
@@ -84,17 +85,16 @@ def _row(ctx: SanitizeContext, tpol, rec: dict, event_time, country, locations, 
 ROW, QUARANTINED, DROPPED = "row", "quarantined", "dropped"
 
 
-def sanitize_one(ctx: SanitizeContext, source: str, source_index: int, line_no: int, raw: bytes | None,
+def sanitize_one(ctx: SanitizeContext, source: str, source_index: int, line_no: int, raw: bytes | Unreadable,
                  stats: Counter, withdrawals: dict[int, dict[str, int]] | None = None,
                  mask: Callable[..., str] | None = None) -> tuple[str, Any]:
     """One raw line -> (ROW, (PartitionKey, row dict)), (QUARANTINED, quarantine tuple in
     QUARANTINE_SCHEMA order) or (DROPPED, None); counts go to `stats` as in `sanitize_lines`.
     A blank line is (DROPPED, None) counted as blank. `mask` defaults to `mask_line_reference`."""
     policy = ctx.policy
-    if raw is None:
-        stats["input_records"] += 1
-        stats["quarantined/unreadable_input"] += 1
-        return QUARANTINED, (source, line_no, "unreadable_input", "the rest of the file could not be read", "", 0, "")
+    if isinstance(raw, Unreadable):
+        raw.count(source, stats)
+        return QUARANTINED, raw.quarantine_row(source, line_no)
     if raw.startswith(BOM):
         raw = raw[3:]
     if not raw.strip():
@@ -148,7 +148,7 @@ def sanitize_one(ctx: SanitizeContext, source: str, source_index: int, line_no: 
 
 
 def sanitize_lines_reference(ctx: SanitizeContext, source: str, source_index: int,
-                             lines: list[tuple[int, bytes | None]],
+                             lines: list[tuple[int, bytes | Unreadable]],
                              withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
     """Same contract as `sanitize_lines`, one `sanitize_one` per line; quarantine rows in line order."""
     result = BatchResult()

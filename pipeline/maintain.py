@@ -1,0 +1,192 @@
+"""`python -m pipeline maintain`: keep an output's Delta tables small, lawful and clean.
+
+    python -m pipeline maintain --data DIR [--as-of TIME] [--policy F] [--target-file-size-mb 128]
+
+Three steps, each reported as counts (docs/erasure-and-maintenance.md):
+1. retention at rest: rows of a type older than its `retention_days` (counted back from
+   --as-of, as a run does at ingestion) are deleted; types whose policy says `on_expiry =
+   "lock"` have them moved to the locked table DIR/_locked/<type> first;
+2. compaction: `optimize.compact` bins each partition's small files into files of up to
+   --target-file-size-mb (default 128 MiB; a partition smaller than that becomes one file);
+3. vacuum at zero retention: files no current version names (removed by steps 1-2, by
+   erasures or runs, or written by killed runs) are deleted, so a plain Parquet reader of
+   the directory (DuckDB `read_parquet`) sees exactly the tables' current versions.
+
+Every commit carries `maintenance`, the policy and --as-of in its metadata. One erase or
+maintain at a time per output (DIR/_maintenance.lock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+
+from pipeline.housekeeping import BusyError, exclusive, vacuum
+from pipeline.run import ConfigError, parse_as_of
+from pipeline.tables import (
+    DELTA_LOG,
+    list_tables,
+    locked_name,
+    partition_by,
+    record_type_of,
+    table_config,
+    table_kind,
+    table_schema,
+)
+from schemas.policy import Policy, PolicyError, load_policy
+
+TARGET_FILE_SIZE_MB = 128
+WRITER = WriterProperties(compression="ZSTD")
+
+
+class MaintenanceError(Exception):
+    """A table could not be maintained; one line, exit code 1."""
+
+
+@dataclass
+class Counts:
+    files_before: Counter = field(default_factory=Counter)
+    files_after: Counter = field(default_factory=Counter)
+    expired_deleted: Counter = field(default_factory=Counter)
+    expired_locked: Counter = field(default_factory=Counter)
+    compacted_removed: Counter = field(default_factory=Counter)
+    compacted_added: Counter = field(default_factory=Counter)
+    vacuumed: Counter = field(default_factory=Counter)
+
+
+def data_files(table_dir: Path) -> int:
+    """Parquet files on disk below a table (what a plain Parquet reader of the directory sees)."""
+    return sum(1 for p in table_dir.rglob("*.parquet") if DELTA_LOG not in p.relative_to(table_dir).parts)
+
+
+def _commit(step: str, policy: Policy, as_of: datetime) -> CommitProperties:
+    return CommitProperties(custom_metadata={"maintenance": step, "policy_version": policy.version,
+                                             "policy_sha256": policy.sha256, "as_of": as_of.isoformat()})
+
+
+def _cutoff_sql(cutoff: datetime) -> str:
+    return f"event_time < '{cutoff.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
+
+
+def _open_locked(data_dir: Path, policy: Policy, record_type: str) -> DeltaTable:
+    name = locked_name(record_type)
+    path = data_dir / name
+    if DeltaTable.is_deltatable(str(path)):
+        return DeltaTable(str(path))
+    return DeltaTable.create(str(path), table_schema(policy, name), partition_by=partition_by(name),
+                             configuration=table_config(name))
+
+
+def expire(data_dir: Path, name: str, policy: Policy, as_of: datetime, counts: Counts) -> None:
+    """Delete (or lock, then delete) the rows of a data table older than its type's retention."""
+    tpol = policy.types.get(record_type_of(name) or "")
+    if tpol is None:  # a type the policy no longer knows: nothing says how long to keep it
+        return
+    cutoff = as_of - timedelta(days=tpol.retention_days)
+    dt = DeltaTable(str(data_dir / name))
+    dataset = dt.to_pyarrow_dataset()
+    times = dataset.to_table(columns=["event_time"]).column("event_time")
+    expired = int(pc.sum(pc.less(times, pa.scalar(cutoff, times.type))).as_py() or 0)
+    if not expired:
+        return
+    if tpol.on_expiry == "lock":
+        rows = dataset.to_table(filter=pc.field("event_time") < pa.scalar(cutoff, times.type))
+        locked = _open_locked(data_dir, policy, tpol.name)
+        # A maintain killed between the two commits already copied these rows: copy each once.
+        have = locked.to_pyarrow_table(columns=["event_id"]).column("event_id")
+        rows = rows.filter(pc.invert(pc.is_in(rows.column("event_id"), value_set=have.combine_chunks())))
+        if rows.num_rows:
+            write_deltalake(locked, rows.cast(pa.schema(locked.schema().to_arrow())), mode="append",
+                            writer_properties=WRITER, commit_properties=_commit("retention-lock", policy, as_of))
+        counts.expired_locked[name] += expired
+    else:
+        counts.expired_deleted[name] += expired
+    dt.delete(_cutoff_sql(cutoff), writer_properties=WRITER, commit_properties=_commit("retention", policy, as_of))
+
+
+def maintain(data_dir: Path, policy: Policy, as_of: datetime, target_mb: int) -> Counts:
+    counts = Counts()
+    with exclusive(data_dir):
+        for name in list_tables(str(data_dir)):
+            counts.files_before[name] = data_files(data_dir / name)
+        for name in list_tables(str(data_dir)):
+            try:
+                if table_kind(name) == "data":
+                    expire(data_dir, name, policy, as_of, counts)
+                dt = DeltaTable(str(data_dir / name))
+                metrics = dt.optimize.compact(target_size=target_mb << 20, writer_properties=WRITER,
+                                              commit_properties=_commit("compaction", policy, as_of))
+                counts.compacted_removed[name] += int(metrics.get("numFilesRemoved", 0))
+                counts.compacted_added[name] += int(metrics.get("numFilesAdded", 0))
+                counts.vacuumed[name] += vacuum(DeltaTable(str(data_dir / name)))
+            except CommitFailedError as exc:
+                raise MaintenanceError(f"{data_dir / name}: another writer committed to the table meanwhile "
+                                       f"({exc}); run maintain again") from None
+            except (DeltaError, pa.ArrowException, OSError) as exc:
+                raise MaintenanceError(f"{data_dir / name}: {exc.__class__.__name__}: {exc}") from None
+        for name in list_tables(str(data_dir)):
+            counts.files_after[name] = data_files(data_dir / name)
+    return counts
+
+
+def summary(data_dir: Path, counts: Counts, as_of: datetime, target_mb: int, seconds: float) -> str:
+    names = sorted(counts.files_after)
+    width = max((len(n) for n in names), default=5)
+    lines = [f"maintain {data_dir} (as of {as_of.isoformat()}, target file size {target_mb} MiB)",
+             f"  {'table':<{width}}  files before -> after  expired: deleted / locked  "
+             "compacted: removed -> added  vacuumed"]
+    for n in names:
+        lines.append(f"  {n:<{width}}  {counts.files_before[n]:>12} -> {counts.files_after[n]:<5}  "
+                     f"{counts.expired_deleted[n]:>16} / {counts.expired_locked[n]:<6}  "
+                     f"{counts.compacted_removed[n]:>18} -> {counts.compacted_added[n]:<5}  {counts.vacuumed[n]}")
+    total = {k: sum(getattr(counts, k).values()) for k in vars(counts)}
+    lines.append(f"files {total['files_before']} -> {total['files_after']}; retention: "
+                 f"{total['expired_deleted']} row(s) deleted, {total['expired_locked']} row(s) moved to _locked; "
+                 f"compaction: {total['compacted_removed']} file(s) -> {total['compacted_added']}; "
+                 f"vacuum: {total['vacuumed']} file(s) deleted; {seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline maintain",
+                                     description="Retention at rest, compaction and vacuum of a run's output.")
+    parser.add_argument("--data", required=True, help="output directory of pipeline runs")
+    parser.add_argument("--as-of", "--as_of", dest="as_of", default=None,
+                        help="time retention is counted back from, RFC 3339 (default: now), as for a run")
+    parser.add_argument("--policy", default=None, help="policy TOML file (default: the built-in policy)")
+    parser.add_argument("--target-file-size-mb", dest="target_mb", type=int, default=TARGET_FILE_SIZE_MB,
+                        help=f"compaction target per file in MiB (default {TARGET_FILE_SIZE_MB})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.target_mb <= 0:
+            raise ConfigError(f"--target-file-size-mb {args.target_mb}: must be a positive number of MiB")
+        data_dir = Path(args.data)
+        if not data_dir.is_dir():
+            raise ConfigError(f"--data {data_dir}: not a directory")
+        if not list_tables(str(data_dir)):
+            raise ConfigError(f"--data {data_dir}: no Delta table found (is this the output of a run?)")
+        as_of, policy = parse_as_of(args.as_of), load_policy(args.policy)
+        start = time.monotonic()
+        counts = maintain(data_dir, policy, as_of, args.target_mb)
+    except (ConfigError, PolicyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (BusyError, MaintenanceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(summary(data_dir, counts, as_of, args.target_mb, time.monotonic() - start))
+    return 0
