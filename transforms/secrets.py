@@ -142,7 +142,7 @@ _SIMPLE_CLASS = re.compile(r"\[[^\]\[()|]+\]\{\d+,\d*\}(?:=\{0,2\})?")
 
 
 class SecretSweep:
-    """The rule set compiled into one RE2 pattern; `sweep` removes what it finds."""
+    """The rule set compiled into one RE2 set (one scan per value); `sweep` removes what it finds."""
 
     def __init__(self, rules: list[SecretRule] | None = None) -> None:
         self.rules = rules if rules is not None else load_rules()
