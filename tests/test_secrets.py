@@ -229,12 +229,24 @@ def test_no_rule_can_match_a_short_safe_token():
     character a safe token never has (a blank, ':', '=', '/' ...)."""
     import re._parser as sre_parse
 
+    global _SAFE_CHARS
     for rule in load_rules():
         parsed = sre_parse.parse(rule.regex)
         if rule.kind == "token":
             assert parsed.getwidth()[0] >= 18, rule.id
         else:
             assert _needs_other_char(list(parsed)), rule.id
+    # HEX_ID: lower-case hex identifiers; no rule but the entropy one (mixed case only) fits in them
+    saved = _SAFE_CHARS
+    try:
+        for chars in ("0123456789abcdef-",):
+            _SAFE_CHARS = set(chars)
+            for rule in load_rules():
+                if rule.check != "entropy":
+                    assert _needs_other_char(list(sre_parse.parse(rule.regex))), (rule.id, chars)
+    finally:
+        _SAFE_CHARS = saved
+    assert not looks_random("ae96c4bb-8996-4aee-a2a8-4a631655b47f" * 2)
 
 
 @settings(max_examples=300, deadline=None)

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from schemas.policy import FieldRule
 from transforms.pseudonym import Pseudonymizer
-from transforms.secrets import SAFE_SHORT_TOKEN, SID_LIKE
+from transforms.secrets import HEX_ID, SAFE_SHORT_TOKEN, SID_LIKE
 from transforms.text import TextScrubber, scrub_account
 from transforms.urls import UrlSanitizer
 
@@ -117,9 +117,10 @@ class FieldEngine:
 
     def clean_mask(self, values: pa.Array) -> pa.Array:
         """True where the free-text rule provably leaves a string unchanged: a single plain token
-        shorter than any secret rule's match (`SAFE_SHORT_TOKEN`, no account SID). Two small RE2
+        shorter than any secret rule's match (`SAFE_SHORT_TOKEN`, no account SID), or a lower-case
+        hex identifier (`HEX_ID`: UUIDs, hashes). Two small RE2
         kernels over the column; every other value goes through the rule (memoised)."""
-        clean = pc.and_(pc.match_substring_regex(values, f"^(?:{SAFE_SHORT_TOKEN})$"),
+        clean = pc.and_(pc.match_substring_regex(values, f"^(?:{SAFE_SHORT_TOKEN}|{HEX_ID})$"),
                         pc.invert(pc.match_substring_regex(values, SID_LIKE)))
         return pc.fill_null(clean, False)
 

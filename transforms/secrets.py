@@ -39,6 +39,7 @@ _RE2_MEMORY = 256 << 20  # per compiled pattern; the DFA grows lazily, only as f
 # its Shannon entropy reaches _ENTROPY_RATIO of the most its length allows (log2 of the length).
 _ENTROPY_MIN_LEN = 24
 _ENTROPY_RATIO = 0.78
+_DIGIT = re.compile(r"[0-9]")
 
 
 class SecretRulesError(ValueError):
@@ -111,16 +112,8 @@ def looks_random(token: str) -> bool:
         return False
     if token.startswith("/") or "//" in core or core.count("/") * 12 > len(core):
         return False        # a path (`/storage/emulated/0/Download/...`), not base64
-    has_upper = has_lower = has_digit = False
-    for ch in core:
-        if ch.isdigit():
-            has_digit = True
-        elif ch.isupper():
-            has_upper = True
-        elif ch.islower():
-            has_lower = True
-    if not (has_upper and has_lower and has_digit):
-        return False
+    if core == core.lower() or core == core.upper() or _DIGIT.search(core) is None:
+        return False        # not a mix of upper case, lower case and digits (hex hashes, GUIDs, words)
     return shannon_entropy(core) >= _ENTROPY_RATIO * math.log2(min(len(core), 64))
 
 
@@ -331,6 +324,10 @@ SAFE_TOKEN = r"[A-Za-z0-9][A-Za-z0-9._+#-]{0,127}"
 # other rule needs a blank, ':', '=' or '/'; tests/test_secrets.py checks both on the rule file):
 # a safe token this short is clean without looking at the rules, which Arrow proves for whole columns.
 SAFE_SHORT_TOKEN = r"[A-Za-z0-9][A-Za-z0-9._+#-]{0,16}"
+# Identifiers of lower-case hex digits and dashes (UUIDs, hashes): no token rule matches within
+# [0-9a-f-] (each needs another character, checked by the test; upper-case hex is not safe:
+# `ACCA` + 16 upper-case hex digits is an AWS key id), and the entropy check wants mixed case.
+HEX_ID = r"[0-9a-f][0-9a-f-]{0,127}"
 SID_LIKE = r"(?i)s-1-[0-9]"
 _SAFE_TOKEN_RE = re.compile(SAFE_TOKEN)
 _SID_LIKE_RE = re.compile(SID_LIKE)

@@ -1142,7 +1142,9 @@ def scrub_free_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer,
     if is_safe_token(text):
         out, n = text, 0
     else:
-        out, n = sweep.opaque_urls.sweep(join_userinfo(text))
+        out, n = join_userinfo(text), 0
+        if ":" in out or "\uff1a" in out:        # every opaque URL rule needs the scheme's colon
+            out, n = sweep.opaque_urls.sweep(out)
         out, k = scrub_text(out, pseudonym, reduce_url)
         n += k
     out, m = sweep.sweep(out)
