@@ -65,7 +65,7 @@ def loose(word: str) -> str:
     return word.translate(_LOOSE)
 
 
-def _candidates(ws: list[str]) -> set[str]:
+def _candidates(ws: list[str]) -> list[str]:
     """Forms a category term is looked for in: each word, runs of single letters joined
     (`h.e.a.l.t.h`), neighbouring words joined up to four (`trade.union`), all words joined."""
     forms = list(ws)
@@ -81,7 +81,7 @@ def _candidates(ws: list[str]) -> set[str]:
         forms.extend("".join(ws[i:i + size]) for i in range(len(ws) - size + 1))
     if 1 < len(ws) <= 12:
         forms.append("".join(ws))
-    return {loose(f) for f in forms}
+    return list(dict.fromkeys(loose(f) for f in forms))  # in a fixed order: the first category found wins
 
 
 class SpecialCategoryMatcher:
@@ -105,7 +105,7 @@ class SpecialCategoryMatcher:
         if hit is not _UNSEEN:
             return hit
         found = None
-        for cand in sorted(_candidates(words(key)) if isinstance(key, str) else ()):
+        for cand in _candidates(words(key)) if isinstance(key, str) else ():
             found = self._exact.get(cand)
             if found:
                 break
