@@ -16,6 +16,7 @@ import apache_beam as beam
 
 from pipeline.io import WriteMinimizedParquet, WriteQuarantine
 from pipeline.reading import CHUNK_BYTES, ReadTelemetry
+from pipeline.tables import WrittenFile
 from transforms.columnar import sanitize_columnar
 from transforms.records import SanitizeContext
 from transforms.withdrawals import load_withdrawals
@@ -132,16 +133,52 @@ class SumCounters(beam.CombineFn):
         return acc
 
 
-def _write_stats(stats: Counter, path: str) -> None:
+class SumResults(beam.CombineFn):
+    """Counters added up, and the `WrittenFile`s of the writers collected: what the run's
+    report and its commit need."""
+
+    def create_accumulator(self) -> tuple[Counter, list]:
+        return Counter(), []
+
+    def add_input(self, acc: tuple[Counter, list], item) -> tuple[Counter, list]:
+        if isinstance(item, WrittenFile):
+            acc[1].append(item)
+        else:
+            acc[0].update(item)
+        return acc
+
+    def merge_accumulators(self, accs) -> tuple[Counter, list]:
+        total, files = Counter(), []
+        for counts, written in accs:
+            total.update(counts)
+            files.extend(written)
+        return total, files
+
+    def extract_output(self, acc: tuple[Counter, list]) -> tuple[Counter, list]:
+        return acc
+
+
+def _write_stats(result: tuple[Counter, list], path: str) -> None:
+    stats, files = result
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(dict(stats), fh, sort_keys=True)
+        json.dump({"stats": dict(stats), "files": [list(f) for f in files]}, fh, sort_keys=True)
+
+
+def read_results(path: str) -> tuple[Counter, list[WrittenFile]]:
+    """What `_write_stats` wrote: the summed counters and the files written."""
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    return Counter(data["stats"]), [WrittenFile(*f) for f in data["files"]]
 
 
 def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: SanitizeContext,
                    batch_lines: int = 20000, file_prefix: str = "run", withdrawals_path: str | None = None,
                    flush_each: bool = False, inline_small: bool = False,
-                   chunk_bytes: int | None = CHUNK_BYTES) -> None:
-    """Attach the sanitizing graph to `p`; results land in `staging_dir`. `flush_each`: see
+                   chunk_bytes: int | None = CHUNK_BYTES, output: str | None = None,
+                   quarantine_prefix: str | None = None) -> None:
+    """Attach the sanitizing graph to `p`: data files land in the tables under `output` (default:
+    `staging_dir`/final), uncommitted; counters and the list of files in `staging_dir`/_stats.json
+    (see `read_results`). `flush_each`: see
     io._StageWriter; `inline_small`: see io.WriteMinimizedParquet; `chunk_bytes`: see reading.plan_chunks."""
     batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes, chunk_bytes)
     withdrawals = None
@@ -149,13 +186,14 @@ def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: Sa
         withdrawals = (p | "WithdrawalsFile" >> beam.Create([withdrawals_path])
                        | "LoadWithdrawals" >> beam.ParDo(_LoadWithdrawals(ctx)))
     sanitized = batches | "SanitizeRecords" >> SanitizeRecords(ctx, withdrawals)
+    output = output or os.path.join(staging_dir, "final")
     write_stats = sanitized[RECORDS] | "WriteMinimizedParquet" >> WriteMinimizedParquet(
-        staging_dir, file_prefix, flush_each, inline_small)
+        staging_dir, output, file_prefix, flush_each, inline_small)
     quarantine_stats = sanitized[QUARANTINE] | "WriteQuarantine" >> WriteQuarantine(
-        staging_dir, file_prefix, flush_each)
+        output, quarantine_prefix or file_prefix, flush_each)
     (
         (sanitized[STATS], write_stats, quarantine_stats)
         | "AllStats" >> beam.Flatten()
-        | "SumStats" >> beam.CombineGlobally(SumCounters())
+        | "SumStats" >> beam.CombineGlobally(SumResults())
         | "WriteStats" >> beam.Map(_write_stats, os.path.join(staging_dir, "_stats.json"))
     )

@@ -1,8 +1,11 @@
 """Writing minimised Parquet: the Beam write transforms (reading is in pipeline.reading).
 
 Writes go to a staging area first and are finalised per partition, where
-producer retries meet and are removed, so a partially failed run never leaves
-half-written output behind.
+producer retries meet and are removed. The final files are written straight into
+their Delta table's directory under the output location (local path or URI) and
+described by a `tables.WrittenFile` each; they become visible only when the run's
+commit adds them to the table (pipeline/commit.py), so a failed run never leaves
+half-written output behind, only unreferenced files that vacuum removes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from pipeline.tables import QUARANTINE, WrittenFile, is_remote, join, time_bounds
 from transforms.records import PartitionKey, as_written, first_copies, keep_copies
 
 COMPRESSION = "zstd"
@@ -35,6 +39,21 @@ def parquet_compression(rows: int) -> str:
 def partition_dir(key: PartitionKey) -> str:
     base = key.record_type if key.area == "data" else os.path.join("_locked", key.record_type)
     return os.path.join(base, f"user_region={key.user_region}", f"event_date={key.event_date}")
+
+
+def table_of(key: PartitionKey) -> str:
+    """Name of the Delta table a partition belongs to."""
+    return key.record_type if key.area == "data" else f"_locked/{key.record_type}"
+
+
+def output_fs(location: str):
+    """pyarrow file system and root path of an output location: None (plain local writes) for a
+    local path; S3/GCS/ABFS (whatever pyarrow can open) for a URI. Objects need no directories."""
+    if not is_remote(location):
+        return None, location
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(location)
 
 
 def make_dir(path: str) -> None:
@@ -152,10 +171,10 @@ class _StageWriter(beam.DoFn):
             yield WindowedValue(self._flush(key), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
-def _write_file(tables: list[pa.Table], path: str) -> None:
+def _write_file(tables: list[pa.Table], path: str, filesystem=None) -> None:
     """One final Parquet file: rows in input order, hidden columns removed."""
     table = as_written(pa.concat_tables(tables))
-    pq.write_table(table, path, compression=parquet_compression(table.num_rows))
+    pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=filesystem)
 
 
 class _FinalizePartition(beam.DoFn):
@@ -172,17 +191,18 @@ class _FinalizePartition(beam.DoFn):
     MAX_PENDING = 2  # files handed to the writers and not yet written: bounds their memory
 
     def __init__(self, final_dir: str, file_prefix: str) -> None:
-        self.final_dir = final_dir
+        self.final_dir = final_dir  # the output location: tables live right under it
         self.file_prefix = file_prefix
 
     def setup(self) -> None:
+        self._fs, self._root = output_fs(self.final_dir)
         self._pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="parquet")
         self._pending: deque[Future] = deque()
 
     def _submit(self, tables: list[pa.Table], path: str) -> None:
         while len(self._pending) >= self.MAX_PENDING:
             self._pending.popleft().result()  # re-raises a failed write here, failing the bundle
-        self._pending.append(self._pool.submit(_write_file, tables, path))
+        self._pending.append(self._pool.submit(_write_file, tables, path, self._fs))
 
     def finish_bundle(self) -> None:
         # Every file of the bundle is on disk before the bundle counts as done.
@@ -201,17 +221,26 @@ class _FinalizePartition(beam.DoFn):
         keys = pa.concat_tables(hidden)
         keep = first_copies(keys)
         duplicates = keys.num_rows - len(keep)
-        directory = os.path.join(self.final_dir, partition_dir(key))
-        make_dir(directory)
+        table_name = table_of(key)
+        relative = f"user_region={key.user_region}/event_date={key.event_date}"
+        if self._fs is None:
+            directory = os.path.join(self._root, partition_dir(key))
+            make_dir(directory)
+        else:
+            directory = join(self._root, table_name, relative)
         pending: list[pa.Table] = []
         pending_rows = 0
         part = 0
         written = 0
+        files: list[WrittenFile] = []
 
         def flush() -> None:
             nonlocal pending, pending_rows, part, written
             name = f"part-{self.file_prefix}-{part:05d}.parquet"
-            self._submit(pending, os.path.join(directory, name))
+            lo, hi, nulls = time_bounds(pending)
+            files.append(WrittenFile(table_name, f"{relative}/{name}", pending_rows, key.user_region,
+                                     key.event_date, lo, hi, nulls))
+            self._submit(pending, join(directory, name) if self._fs is not None else os.path.join(directory, name))
             written += pending_rows
             part += 1
             pending, pending_rows = [], 0
@@ -237,18 +266,21 @@ class _FinalizePartition(beam.DoFn):
         if duplicates:
             stats["dropped/duplicate"] += duplicates
         yield stats
+        yield from files
 
 
 class WriteMinimizedParquet(beam.PTransform):
-    """(PartitionKey, Arrow table) -> zstd Parquet under <final>/<type>/user_region=/event_date=.
+    """(PartitionKey, Arrow table) -> zstd Parquet under <output>/<table>/user_region=/event_date=.
 
-    Emits the write statistics (rows written, duplicates removed) as Counters.
+    Emits the write statistics (rows written, duplicates removed) as Counters and one
+    `WrittenFile` per file, for the commit.
     """
 
-    def __init__(self, staging_dir: str, file_prefix: str = "run", flush_each: bool = False,
+    def __init__(self, staging_dir: str, output: str, file_prefix: str = "run", flush_each: bool = False,
                  inline_small: bool = False) -> None:
         super().__init__()
         self.staging_dir = staging_dir
+        self.output = output
         self.file_prefix = file_prefix
         self.flush_each = flush_each
         # Small partition pieces inside the grouped elements rather than as staging files:
@@ -260,12 +292,11 @@ class WriteMinimizedParquet(beam.PTransform):
         self.inline_budget = _StageWriter.INLINE_BUDGET if inline_small else 0
 
     def expand(self, tables):
-        final = os.path.join(self.staging_dir, "final")
         return (
             tables
             | "StageFiles" >> beam.ParDo(_StageWriter(self.staging_dir, self.flush_each, self.inline_budget))
             | "GroupByPartition" >> beam.GroupByKey()
-            | "FinalizePartitions" >> beam.ParDo(_FinalizePartition(final, self.file_prefix))
+            | "FinalizePartitions" >> beam.ParDo(_FinalizePartition(self.output, self.file_prefix))
         )
 
 
@@ -273,15 +304,18 @@ class _QuarantineWriter(beam.DoFn):
     """Quarantine tables -> Parquet files of up to FLUSH_ROWS rows, sorted by file and line.
 
     Streamed like the data (never collected in one place), so memory does not
-    grow with the amount of bad input.
+    grow with the amount of bad input. Emits a Counter and a `WrittenFile` per file.
     """
 
     FLUSH_ROWS = 20_000  # rows of quarantine buffered before a file is written
 
-    def __init__(self, final_dir: str, file_prefix: str, flush_each: bool = False) -> None:
-        self.directory = os.path.join(final_dir, "_quarantine")
+    def __init__(self, output: str, file_prefix: str, flush_each: bool = False) -> None:
+        self.output = output
         self.file_prefix = file_prefix
         self.flush_each = flush_each  # see _StageWriter
+
+    def setup(self) -> None:
+        self._fs, self._root = output_fs(self.output)
 
     def start_bundle(self) -> None:
         self.pending: list[pa.Table] = []
@@ -291,29 +325,36 @@ class _QuarantineWriter(beam.DoFn):
         self.pending.append(table)
         self.rows += table.num_rows
         if self.flush_each or self.rows >= self.FLUSH_ROWS:
-            yield self._flush()
+            yield from self._flush()
 
-    def _flush(self) -> Counter:
+    def _flush(self) -> tuple[Counter, WrittenFile]:
         table = pa.concat_tables(self.pending).sort_by([("source_file", "ascending"), ("line_number", "ascending")])
-        os.makedirs(self.directory, exist_ok=True)
         name = f"part-{self.file_prefix}-{uuid.uuid4().hex[:12]}.parquet"
-        pq.write_table(table, os.path.join(self.directory, name), compression=parquet_compression(table.num_rows))
+        if self._fs is None:
+            directory = os.path.join(self._root, QUARANTINE)
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, name)
+        else:
+            path = join(self._root, QUARANTINE, name)
+        pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=self._fs)
         self.pending, self.rows = [], 0
-        return Counter({"files_written": 1, "written/_quarantine": table.num_rows})
+        return (Counter({"files_written": 1, "written/_quarantine": table.num_rows}),
+                WrittenFile(QUARANTINE, name, table.num_rows))
 
     def finish_bundle(self):
         if self.pending:
-            yield WindowedValue(self._flush(), GlobalWindow().max_timestamp(), [GlobalWindow()])
+            for out in self._flush():
+                yield WindowedValue(out, GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
 class WriteQuarantine(beam.PTransform):
-    """Quarantine tables -> `<final>/_quarantine/part-*.parquet`; emits write statistics."""
+    """Quarantine tables -> `<output>/_quarantine/part-*.parquet`; emits write statistics and files."""
 
-    def __init__(self, staging_dir: str, file_prefix: str = "run", flush_each: bool = False) -> None:
+    def __init__(self, output: str, file_prefix: str = "run", flush_each: bool = False) -> None:
         super().__init__()
-        self.final_dir = os.path.join(staging_dir, "final")
+        self.output = output
         self.file_prefix = file_prefix
         self.flush_each = flush_each
 
     def expand(self, tables):
-        return tables | "Write" >> beam.ParDo(_QuarantineWriter(self.final_dir, self.file_prefix, self.flush_each))
+        return tables | "Write" >> beam.ParDo(_QuarantineWriter(self.output, self.file_prefix, self.flush_each))

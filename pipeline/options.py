@@ -14,7 +14,8 @@ class SanitizerOptions(PipelineOptions):
     def _add_argparse_args(cls, parser) -> None:
         parser.add_argument("--input", action="append", default=None,
                             help="glob of .ndjson / .ndjson.gz files; repeat for several")
-        parser.add_argument("--output", default=None, help="output directory (replaced by each run)")
+        parser.add_argument("--output", default=None,
+                            help="output location: a directory or an s3:// gs:// abfs:// URI of Delta tables")
         parser.add_argument("--policy", default=None, help="policy TOML file (default: the built-in policy)")
         parser.add_argument("--pseudonym-key-file", "--pseudonym_key_file", dest="pseudonym_key_file",
                             default=None, help="secret key for pseudonyms; without it a random per-run key is used")
@@ -24,6 +25,12 @@ class SanitizerOptions(PipelineOptions):
                             help="consent withdrawals: NDJSON or CSV with device_id, basis, withdrawn_at")
         parser.add_argument("--append", action="store_true", default=False,
                             help="add this run's files to --output instead of replacing it (used by --watch)")
+        parser.add_argument("--slice-dates", "--slice_dates", dest="slice_dates", default=None,
+                            help="replace only this event_date range of the output: FROM..TO or one day "
+                                 "(YYYY-MM-DD); rows outside it fail the run")
+        parser.add_argument("--replace-empty", "--replace_empty", dest="replace_empty", action="store_true",
+                            default=False, help="let a run with no input records replace the output (or slice) "
+                                                "with nothing; without it such a run commits nothing")
         parser.add_argument("--allow-partial-input", "--allow_partial_input", dest="allow_partial_input",
                             action="store_true", default=False,
                             help="exit 0 even when part of the input could not be read (damaged or unreadable "

@@ -81,6 +81,13 @@ def summary(report: dict[str, Any]) -> str:
                                            else " (pseudonyms are NOT linkable across runs)"),
         f"  output: {report['output_dir']}  report: {report['output_dir']}/{report.get('report_path', '_report.json')}",
     ]
+    if report.get("nothing_replaced"):
+        lines.append(f"  {report['nothing_replaced']}")
+    elif report.get("tables"):
+        resumed = report.get("resumed") or []
+        lines.append(f"  committed: {len(report['tables']) - len(resumed)} table(s)"
+                     + (f", {len(resumed)} already committed by the interrupted run {report['run_id']}"
+                        if resumed else ""))
     partial = report.get("unreadable_input") or {}
     if not report.get("input_complete", True):
         lines.append(f"  PARTIAL INPUT: {partial['parts']} part(s) of {len(partial['files'])} file(s) "

@@ -1,8 +1,10 @@
-"""One sanitizing run: check the configuration, run the Beam graph, publish, report.
+"""One sanitizing run: check the configuration, run the Beam graph, commit, report.
 
 Configuration problems (policy, key file, inputs) stop the run before anything
-is written, with one line naming the problem and exit code 2. Output is built in
-a staging directory and swapped into place only when the run succeeded.
+is written, with one line naming the problem and exit code 2. Workers write the
+data files into the Delta tables of the output; one commit per table makes them
+visible (pipeline/commit.py), and the report, written last, names each table's
+committed version. An output that could not be committed: one line, exit code 4.
 """
 
 from __future__ import annotations
@@ -13,31 +15,32 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import sys
 import time
 import uuid
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from pipeline.commit import CommitError, Output, Slice, kill_point, run_key
 from pipeline.files import InputError, changed_since, expand_inputs, snapshot
-from pipeline.graph import build_pipeline
+from pipeline.graph import build_pipeline, read_results
 from pipeline.options import DEFAULT_RUNNER, SanitizerOptions
 from pipeline.reading import CHUNK_BYTES
 from pipeline.report import build_report, summary
+from pipeline.staging import make_staging
+from pipeline.tables import QUARANTINE, REPORT, REPORTS, commit_metadata, is_remote, join
 from schemas.policy import PolicyError, load_policy
 from transforms.fields import FieldTypeError, parse_rfc3339
-from transforms.records import QUARANTINE_SCHEMA, SanitizeContext
+from transforms.pseudonym import key_fingerprint
+from transforms.records import SanitizeContext
 from transforms.withdrawals import WithdrawalsError, load_withdrawals
 
 DEV_KEY_PATH = Path(__file__).resolve().parent.parent / "sample" / "dev-pseudonym.key"
+COMMIT_FAILED = 4  # the output could not be (wholly) committed; a re-run completes it
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # Beam does not register the short name
-MANAGED_PREFIXES = ("_quarantine", "_locked", "_report.json", "_reports")
 
 
 class ConfigError(ValueError):
@@ -67,51 +70,6 @@ def parse_as_of(value: str | None) -> datetime:
         raise ConfigError(f"--as-of {value!r}: {exc} (example: 2026-11-25T00:00:00Z)") from None
 
 
-def publish(final_dir: str, out: str, managed: set[str], run_id: str, append: bool = False) -> None:
-    """Put this run's output in place.
-
-    Replace mode (default): the previous run's output is swapped out one
-    top-level directory at a time (old out, new in, back to back); each rename
-    is atomic, so a reader sees the old or the new files of a type, never a
-    mix (between the two renames of a type, for an instant, neither). A failure
-    part-way puts back the old directories that have no replacement yet. Files
-    in `out` the pipeline does not manage stay.
-    Append mode (`--append`, used by --watch): this run's files, whose names
-    carry the run id, are moved next to the existing ones; each run's report
-    is kept under _reports/.
-    """
-    if append:
-        for root, _, files in os.walk(final_dir):
-            rel = os.path.relpath(root, final_dir)
-            os.makedirs(os.path.join(out, rel), exist_ok=True)
-            for name in files:
-                target = os.path.join(out, rel, name)
-                if name == "_report.json":
-                    os.makedirs(os.path.join(out, "_reports"), exist_ok=True)
-                    os.replace(os.path.join(root, name), os.path.join(out, "_reports", f"{run_id}.json"))
-                    continue
-                os.replace(os.path.join(root, name), target)
-        return
-    trash = os.path.join(out, f".old-{run_id}")
-    os.makedirs(trash)
-    new = set(os.listdir(final_dir))
-    old = {name for name in os.listdir(out) if name in managed}
-    moved: list[str] = []
-    try:
-        for name in sorted(old | new):  # per name: old out, new in, back to back
-            if name in old:
-                os.rename(os.path.join(out, name), os.path.join(trash, name))
-                moved.append(name)
-            if name in new:
-                os.rename(os.path.join(final_dir, name), os.path.join(out, name))
-    except OSError:
-        for name in moved:  # put back what has no replacement yet
-            if not os.path.exists(os.path.join(out, name)):
-                os.rename(os.path.join(trash, name), os.path.join(out, name))
-        raise
-    shutil.rmtree(trash)
-
-
 def grouped_in_process(options: PipelineOptions) -> bool:
     """Whether the runner keeps grouped elements in this process: Beam's FnApiRunner (or the
     DirectRunner running it) in its in_memory mode. Small partition pieces then travel
@@ -127,6 +85,36 @@ def one_worker(options: PipelineOptions) -> bool:
     return grouped_in_process(options) and options.view_as(DirectOptions).direct_num_workers == 1
 
 
+def parse_slice(value: str | None) -> Slice:
+    """--slice-dates FROM..TO (or one day) -> Slice; the whole output without it."""
+    if not value:
+        return Slice()
+    first, _, last = value.partition("..")
+    last = last or first
+    for day in (first, last):
+        try:
+            datetime.strptime(day, "%Y-%m-%d")
+        except ValueError:
+            raise ConfigError(f"--slice-dates {value!r}: expected YYYY-MM-DD or FROM..TO "
+                              "(example: 2026-11-24..2026-11-25)") from None
+    if first > last:
+        raise ConfigError(f"--slice-dates {value!r}: {first} is after {last}")
+    return Slice(first, last)
+
+
+def check_output(out: str) -> None:
+    """A local output must be a writable directory (or creatable); a URI is checked by its first write."""
+    if is_remote(out):
+        return
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--output {out}: exists and is not a directory")
+    existing = out
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {out}: {existing} is not writable")
+
+
 def run(argv: list[str]) -> int:
     """Entry point of `python -m pipeline --input ... --output ...`."""
     started = time.time()
@@ -136,11 +124,18 @@ def run(argv: list[str]) -> int:
         if not opts.input:
             raise ConfigError("--input is required (a glob of .ndjson or .ndjson.gz files)")
         if not opts.output:
-            raise ConfigError("--output is required (a directory)")
+            raise ConfigError("--output is required (a directory or an s3:// gs:// abfs:// URI)")
         policy = load_policy(opts.policy)
         key, key_mode = load_key(opts.pseudonym_key_file)
         as_of = parse_as_of(opts.as_of)
-        files = expand_inputs(opts.input)
+        part = parse_slice(opts.slice_dates)
+        if opts.append and not part.whole:
+            raise ConfigError("--slice-dates replaces a slice; it cannot be combined with --append")
+        never = {path: what for path, what in ((opts.pseudonym_key_file, "the --pseudonym-key-file"),
+                                                  (opts.withdrawals, "the --withdrawals file")) if path}
+        input_warnings: list[str] = []
+        files = expand_inputs(opts.input, never=never, warn=lambda m: (input_warnings.append(m),
+                                                                        print(f"warning: {m}", file=sys.stderr)))
         before = snapshot(files)
         try:
             ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)
@@ -151,14 +146,8 @@ def run(argv: list[str]) -> int:
         if opts.withdrawals:
             withdrawals = os.path.abspath(opts.withdrawals)
             n_devices = len(load_withdrawals(withdrawals, ctx.device_hash))  # validate before anything is written
-        out = os.path.abspath(opts.output)
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise ConfigError(f"--output {out}: exists and is not a directory")
-        existing = out
-        while not os.path.exists(existing):
-            existing = os.path.dirname(existing)
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(f"--output {out}: {existing} is not writable")
+        out = opts.output if is_remote(opts.output) else os.path.abspath(opts.output)
+        check_output(out)
     except (ConfigError, PolicyError, InputError, WithdrawalsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -174,19 +163,37 @@ def run(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-    staging = os.path.join(out, f".staging-{run_id}")
+    attempt = uuid.uuid4().hex[:6]  # file names of this attempt never meet those of a killed one
+    fingerprint = key_fingerprint(key)
+    mode = "append" if opts.append else f"replace:{part.tag}"
+    # A random per-run key is not part of the identity: a re-run of a killed run then completes
+    # it instead of adding its committed tables again under another (unlinkable) key.
+    identity = run_key(files, policy, fingerprint if key_mode != "random-per-run" else "random",
+                       opts.as_of, withdrawals, mode)
     try:
-        os.makedirs(os.path.join(staging, "final"))
+        staging = make_staging(out, run_id)
     except OSError as exc:
         print(f"error: --output {out}: cannot create: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    output = Output(out, policy)
     try:
+        try:
+            output.open()
+        except Exception as exc:  # storage errors of delta-rs / pyarrow: one line
+            raise CommitError(f"--output {out}: cannot open or create its tables: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
+        plan = output.plan(identity, opts.append)
+        if plan.run_id:
+            run_id = plan.run_id  # resuming a killed run: its report completes it
+        kill_point("opened")
+        quarantine_tag = None if part.whole else f"s{part.tag}"
         with dask_cluster(options) if on_dask else contextlib.nullcontext():
             p = beam.Pipeline(options=options)
-            build_pipeline(p, files, staging, ctx, batch_lines=opts.batch_lines, file_prefix=run_id,
-                           withdrawals_path=withdrawals, flush_each=on_dask,
+            build_pipeline(p, files, staging.path, ctx, batch_lines=opts.batch_lines,
+                           file_prefix=f"{run_id}-{attempt}", withdrawals_path=withdrawals, flush_each=on_dask,
                            inline_small=grouped_in_process(options),
-                           chunk_bytes=None if one_worker(options) else CHUNK_BYTES)
+                           chunk_bytes=None if one_worker(options) else CHUNK_BYTES, output=out,
+                           quarantine_prefix=f"{run_id}-{attempt}-{quarantine_tag}" if quarantine_tag else None)
             result = p.run()
             try:
                 result.wait_until_finish()
@@ -194,20 +201,15 @@ def run(argv: list[str]) -> int:
                 client = getattr(result, "client", None)  # DaskRunner leaves its distributed.Client open
                 if client is not None:
                     client.close()
+        stats, written = read_results(os.path.join(staging.path, "_stats.json"))
         changed = changed_since(before)
-        if changed:  # before anything is published: what was read may not be what the file holds
+        if changed:  # before anything is committed: what was read may not be what the file holds
+            output.remove_files(written, keep=set())
             for line in changed:
                 print(f"error: --input {line}; nothing was written for this run (run it again once the "
                       "file is complete)", file=sys.stderr)
             return 1
-        with open(os.path.join(staging, "_stats.json"), encoding="utf-8") as fh:
-            stats = Counter(json.load(fh))
-        final = os.path.join(staging, "final")
-        if not os.path.exists(os.path.join(final, "_quarantine")):
-            os.makedirs(os.path.join(final, "_quarantine"))
-            pq.write_table(QUARANTINE_SCHEMA.empty_table(),
-                           os.path.join(final, "_quarantine", f"part-{run_id}-00000.parquet"))
-            stats["files_written"] += 1
+        kill_point("written")
         meta = {
             "run_id": run_id,
             "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
@@ -215,19 +217,51 @@ def run(argv: list[str]) -> int:
             "runner": str(standard.runner),
             "as_of": as_of.isoformat(),
             "inputs": files,
+            "input_warnings": input_warnings,
             "output_dir": out,
             "policy": {"version": policy.version, "sha256": policy.sha256, "source": policy.source},
-            "report_path": f"_reports/{run_id}.json" if opts.append else "_report.json",
-            "key": {"mode": key_mode, "linkable_across_runs": key_mode != "random-per-run"},
+            "report_path": f"{REPORTS}/{run_id}.json",
+            "key": {"mode": key_mode, "linkable_across_runs": key_mode != "random-per-run",
+                    "fingerprint": fingerprint},
             "withdrawals": {"file": withdrawals, "devices": n_devices} if withdrawals else None,
+            "mode": "append" if opts.append else "replace",
+            "slice": None if part.whole else {"first": part.first, "last": part.last},
+            "run_key": identity,
+            "execution": plan.execution,
         }
         report = build_report(stats, meta)
-        with open(os.path.join(final, "_report.json"), "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=2, sort_keys=False)
-        managed = set(policy.types) | set(MANAGED_PREFIXES)
-        publish(final, out, managed, run_id, append=opts.append)
+        empty = stats.get("input_records", 0) == 0 and not opts.append and not opts.replace_empty
+        outside = sorted({w.event_date for w in written if w.table != QUARANTINE and not part.holds(w.event_date)})
+        if outside:
+            output.remove_files(written, keep=set())
+            raise CommitError(f"--slice-dates {opts.slice_dates}: {len(outside)} event date(s) of the input lie "
+                              f"outside the slice ({outside[0]}{' ...' if len(outside) > 1 else ''}); nothing "
+                              "was committed: widen the slice or run without it")
+        if empty:
+            report["tables"] = {name: {"version": output.snapshot[name] if output.snapshot[name] >= 0 else None,
+                                       "rows_added": 0, "committed": False}
+                                for name in output.names}
+            report["nothing_replaced"] = "empty input: nothing replaced (--replace-empty replaces with nothing)"
+            output.remove_files(written, keep=set())
+        else:
+            if not opts.append and plan.todo:
+                output.check_unchanged()
+            commit_meta = commit_metadata(run_id, policy, fingerprint)
+            try:
+                report["tables"] = output.commit(plan, written, commit_meta, opts.append, part, quarantine_tag)
+            except CommitError:
+                output.remove_files(written, keep=committed_names(output, plan))
+                raise
+            output.remove_files(written, keep=set(plan.todo))
+            report["resumed"] = sorted(plan.done) if plan.done else []
+        kill_point("committed")
+        write_report(out, report, latest=not opts.append and not empty)
+        kill_point("reported")
+    except CommitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return COMMIT_FAILED
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.close()
     print(summary(report))
     return exit_code(report, opts.allow_partial_input)
 
@@ -240,6 +274,38 @@ def exit_code(report: dict, allow_partial_input: bool = False) -> int:
     if not report.get("input_complete", True) and not allow_partial_input:
         return 3
     return 0
+
+
+def committed_names(output: Output, plan) -> set[str]:
+    """Tables whose commit of this execution landed (checked in the log, not assumed)."""
+    from deltalake import DeltaTable
+
+    done = set()
+    for name in plan.todo:
+        if DeltaTable(output.uri(name)).transaction_version(plan.app_id) == plan.execution:
+            done.add(name)
+    return done
+
+
+def write_report(out: str, report: dict, latest: bool) -> None:
+    """_reports/<run_id>.json, then (replacing runs) _report.json: after the commits, so a report
+    only ever names versions that exist. Each file appears whole (temporary name + replace locally;
+    a single PUT on object stores)."""
+    text = json.dumps(report, indent=2, sort_keys=False)
+    targets = [join(out, REPORTS, f"{report['run_id']}.json")] + ([join(out, REPORT)] if latest else [])
+    for target in targets:
+        if is_remote(out):
+            import pyarrow.fs as pafs
+
+            fs, path = pafs.FileSystem.from_uri(target)
+            with fs.open_output_stream(path) as fh:
+                fh.write(text.encode())
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = f"{target}.tmp-{report['run_id']}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
 
 
 @contextlib.contextmanager

@@ -3,8 +3,12 @@
 Graph: source lines -> fixed windows (default 60 s, allowed lateness, late
 panes fire per late element) -> lines grouped into batches per window and
 shard -> `sanitize_columnar` (the batch code) -> rows grouped per window and
-partition -> one atomic set of Parquet files per window, partition and pane,
-retries of one (device, event) removed within the window.
+partition -> one Parquet file per window, partition and pane, retries of one
+(device, event) removed within the window -> one Delta commit per table and pane,
+exactly once across restarts: each commit carries the app transaction
+`telemetry-sanitizer/stream/<job>/<window>` with the pane number as version, and
+a table whose log holds it is not committed again (docs/tables.md). Files live in
+a `window=<start>-<end>` directory inside their partition.
 
 Windows use the element timestamps the source gives (Pub/Sub publish time, or
 the attribute named by --pubsub-timestamp-attribute; Kafka record time). The
@@ -33,9 +37,12 @@ from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms import trigger, window
 
-from pipeline.graph import QUARANTINE, STATS, SumCounters, gc_paused
-from pipeline.io import parquet_compression, partition_dir
+from pipeline.graph import QUARANTINE, STATS, SumResults, gc_paused
+from pipeline.io import output_fs, parquet_compression, table_of
+from pipeline.tables import APP_ID_PREFIX, REPORTS, WrittenFile, commit_metadata, join, time_bounds
+from pipeline.tables import QUARANTINE as QUARANTINE_TABLE
 from transforms.columnar import sanitize_columnar
+from transforms.pseudonym import key_fingerprint
 from transforms.records import (
     QUARANTINE_SCHEMA,
     PartitionKey,
@@ -90,11 +97,14 @@ class _SanitizeWindowBatch(beam.DoFn):
             yield tuple(key), table
 
 
-def _atomic_write(table: pa.Table, directory: str, name: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp, compression=parquet_compression(table.num_rows))
-    os.replace(tmp, os.path.join(directory, name))
+def _write(table: pa.Table, output_dir: str, relative: str) -> None:
+    """A data file of the table directory `relative` is in; it is only part of the table once the
+    window's commit adds it, so it is written in place (no temporary name, no rename)."""
+    fs, root = output_fs(output_dir)
+    path = join(root, relative) if fs is not None else os.path.join(root, relative)
+    if fs is None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=fs)
 
 
 class _WriteWindowPartition(beam.DoFn):
@@ -111,13 +121,17 @@ class _WriteWindowPartition(beam.DoFn):
         if duplicates:
             table = keep_copies(table, keep)
         table = as_written(table)
-        directory = os.path.join(self.output_dir, partition_dir(key), f"window={_window_tag(w)}")
-        _atomic_write(table, directory, f"part-pane{pane.index:03d}-{uuid.uuid4().hex[:8]}.parquet")
+        name = table_of(key)
+        relative = (f"user_region={key.user_region}/event_date={key.event_date}/window={_window_tag(w)}/"
+                    f"part-pane{pane.index:03d}-{uuid.uuid4().hex[:8]}.parquet")
+        _write(table, self.output_dir, f"{name}/{relative}")
         stats = Counter({"files_written": 1, f"written/{key.record_type}": table.num_rows})
         stats[f"output/{key.record_type}"] -= duplicates
         if duplicates:
             stats["dropped/duplicate"] += duplicates
         yield stats
+        lo, hi, nulls = time_bounds([table])
+        yield WrittenFile(name, relative, table.num_rows, key.user_region, key.event_date, lo, hi, nulls)
 
 
 class _WriteWindowQuarantine(beam.DoFn):
@@ -126,23 +140,53 @@ class _WriteWindowQuarantine(beam.DoFn):
 
     def process(self, element, w=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         table = pa.concat_tables([QUARANTINE_SCHEMA.empty_table(), *element[1]])
-        directory = os.path.join(self.output_dir, "_quarantine", f"window={_window_tag(w)}")
-        _atomic_write(table, directory, f"part-pane{pane.index:03d}-{uuid.uuid4().hex[:8]}.parquet")
+        relative = f"window={_window_tag(w)}/part-pane{pane.index:03d}-{uuid.uuid4().hex[:8]}.parquet"
+        _write(table, self.output_dir, f"{QUARANTINE_TABLE}/{relative}")
         yield Counter({"files_written": 1, "written/_quarantine": table.num_rows})
+        yield WrittenFile(QUARANTINE_TABLE, relative, table.num_rows)
 
 
-class _WriteWindowReport(beam.DoFn):
-    def __init__(self, output_dir: str) -> None:
+class _CommitWindow(beam.DoFn):
+    """The counters and files of one window pane -> one commit per table that has files, exactly
+    once (app transaction per window, pane number as version), then the pane's report naming the
+    versions."""
+
+    def __init__(self, output_dir: str, ctx: SanitizeContext) -> None:
         self.output_dir = output_dir
+        self.policy = ctx.policy
+        self.fingerprint = key_fingerprint(ctx.key)
 
-    def process(self, stats: Counter, w=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        directory = os.path.join(self.output_dir, "_reports")
-        os.makedirs(directory, exist_ok=True)
-        name = f"window-{_window_tag(w)}-pane{pane.index:03d}-{uuid.uuid4().hex[:8]}.json"
-        tmp = os.path.join(directory, "." + name)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(dict(sorted(stats.items())), fh)
-        os.replace(tmp, os.path.join(directory, name))
+    def setup(self) -> None:
+        from pipeline.commit import Output
+
+        self.output = Output(self.output_dir, self.policy)
+        self.output.open()
+        self.job = f"{self.policy.sha256[:8]}{self.fingerprint[:8]}"
+
+    def process(self, result, w=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        stats, files = result
+        tag = _window_tag(w)
+        run_id = f"stream-{tag}-pane{pane.index:03d}"
+        meta = commit_metadata(run_id, self.policy, self.fingerprint)
+        app_id = f"{APP_ID_PREFIX}/stream/{self.job}/{tag}"
+        by_table: dict[str, list[WrittenFile]] = {}
+        for written in files:
+            by_table.setdefault(written.table, []).append(written)
+        tables = {name: self.output.append_once(name, by_table[name], meta, app_id, pane.index + 1)
+                  for name in sorted(by_table)}
+        fs, root = output_fs(self.output_dir)
+        name = f"window-{tag}-pane{pane.index:03d}.json"
+        text = json.dumps({**dict(sorted(stats.items())), "run_id": run_id, "tables": tables})
+        if fs is None:
+            directory = os.path.join(root, REPORTS)
+            os.makedirs(directory, exist_ok=True)
+            tmp = os.path.join(directory, "." + name)
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, os.path.join(directory, name))
+        else:
+            with fs.open_output_stream(join(root, REPORTS, name)) as fh:
+                fh.write(text.encode())
         yield name
 
 
@@ -189,8 +233,8 @@ class WindowedSanitize(beam.PTransform):
             (sanitized[STATS], written, quarantined)
             | "AllStats" >> beam.Flatten()
             | self._window("Rewindow")
-            | "SumStats" >> beam.CombineGlobally(SumCounters()).without_defaults()
-            | "WriteReport" >> beam.ParDo(_WriteWindowReport(self.output_dir))
+            | "SumStats" >> beam.CombineGlobally(SumResults()).without_defaults()
+            | "Commit" >> beam.ParDo(_CommitWindow(self.output_dir, self.ctx))
         )
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.policy import PARTITION_COLUMNS, Policy
 from transforms.records import QUARANTINE_SCHEMA
@@ -55,11 +57,13 @@ def locked_name(record_type: str) -> str:
 
 
 def table_names(policy: Policy) -> list[str]:
-    """Every table a run of `policy` commits to: each type, its locked table, the quarantine."""
+    """Every table a run of `policy` commits to: the quarantine, each type, and the locked table
+    of each type whose retention locks expired rows (on_expiry = "lock")."""
     names = [QUARANTINE]
     for name in sorted(policy.types):
         names.append(name)
-        names.append(locked_name(name))
+        if policy.types[name].on_expiry == "lock":
+            names.append(locked_name(name))
     return names
 
 
@@ -112,6 +116,62 @@ def commit_metadata(run_id: str, policy: Policy, key_fingerprint: str, **extra: 
             "key_fingerprint": key_fingerprint}
     meta.update({k: str(v) for k, v in extra.items()})
     return meta
+
+
+class WrittenFile(NamedTuple):
+    """A data file a worker wrote, to be added to its table by the run's commit.
+
+    `path` is relative to the table's root; `min_time`/`max_time` (ISO, ms, widened to
+    whole milliseconds) bound `event_time` for data skipping; None for the quarantine."""
+
+    table: str
+    path: str
+    rows: int
+    user_region: str | None = None
+    event_date: str | None = None
+    min_time: str | None = None
+    max_time: str | None = None
+    time_nulls: int = 0
+
+
+def time_bounds(tables: list[pa.Table], column: str = "event_time") -> tuple[str | None, str | None, int]:
+    """(min, max, nulls) of a timestamp column over tables, as Delta statistics want them:
+    milliseconds, the minimum rounded down and the maximum up, so skipping never skips a row."""
+    lo = hi = None
+    nulls = 0
+    for table in tables:
+        if column not in table.column_names or not table.num_rows:
+            continue
+        col = table.column(column)
+        nulls += col.null_count
+        mm = pc.min_max(col)
+        if mm["min"].is_valid:
+            a, b = mm["min"].as_py(), mm["max"].as_py()
+            lo = a if lo is None or a < lo else lo
+            hi = b if hi is None or b > hi else hi
+    if lo is None:
+        return None, None, nulls
+    return _iso_ms(lo, up=False), _iso_ms(hi, up=True), nulls
+
+
+def _iso_ms(value: datetime, up: bool) -> str:
+    value = value.astimezone(UTC)
+    floor = value.replace(microsecond=value.microsecond // 1000 * 1000)
+    if up and floor != value:
+        floor += timedelta(milliseconds=1)
+    return floor.strftime("%Y-%m-%dT%H:%M:%S.") + f"{floor.microsecond // 1000:03d}Z"
+
+
+def file_stats(written: WrittenFile) -> str:
+    """The add action's `stats` JSON: row count and event_time bounds only (see DATA_TABLE_CONFIG)."""
+    import json
+
+    stats: dict[str, Any] = {"numRecords": written.rows}
+    if written.min_time is not None:
+        stats["minValues"] = {"event_time": written.min_time}
+        stats["maxValues"] = {"event_time": written.max_time}
+        stats["nullCount"] = {"event_time": written.time_nulls}
+    return json.dumps(stats, separators=(",", ":"))
 
 
 def list_tables(location: str, storage_options: dict[str, str] | None = None) -> list[str]:

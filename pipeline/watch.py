@@ -36,25 +36,25 @@ aborts the batch; it is re-run on the next start).
 Restarts: nothing lost, nothing written twice
 ---------------------------------------------
 A lock file (LANDING/_watch.lock, DIR/.watch.lock) keeps a second watcher off
-the same directories. A run publishes only after it has completed, so what a
-crash can leave behind is handled at start, before new files are claimed:
-  * DIR/.staging-<run_id>/ left by a killed run: if that run's report is in
-    DIR/_reports and all of its files (`part-<run_id>-*.parquet`, as many as the
-    report's files_written) are in DIR, the publish had finished and only the
-    staging directory is removed; otherwise the run's published files and report
-    are removed (rolled back) with it.
+the same directories. Each batch's run commits one Delta transaction per table,
+naming the batch's run (inputs, policy, key) as an app transaction, and writes its
+report after the last commit. What a crash can leave behind is handled at start,
+before new files are claimed, from the tables' logs rather than from bookkeeping
+of files:
   * a batch directory in LANDING/_processing/:
       - already in the ledger (crash while moving to _done): the move is finished;
       - a report in DIR/_reports whose "inputs" are exactly this batch's files
         (the report lists absolute input paths, and _processing/<batch_id>/ paths
-        are unique), with all of the run's files published (crash after the publish,
-        before the ledger entry): the ledger entry is written from that report
+        are unique): the batch is wholly committed (crash after the report, before
+        the ledger entry); the ledger entry is written from that report
         ("recovered": true), the batch is not run again;
-      - otherwise nothing of it was published (or a partial publish was rolled
-        back): the batch is simply run again.
+      - otherwise the batch is run again: tables whose log already holds the
+        batch's app transaction are not committed again, the others are.
   * a torn last ledger line (crash while appending) is cut off; that batch is then
     recovered from its report as above.
-So every landed file is published exactly once and appears once in the ledger.
+  * DIR/.staging-<run_id>/ of a killed run is removed by the next run; data files a
+    killed run wrote but did not commit are not part of any table (vacuum removes them).
+So every landed file is committed exactly once and appears once in the ledger.
 
 Duplicates: producer retries (same device_id and event_id) are removed within a
 run, i.e. within one micro-batch. There is no de-duplication across
@@ -81,7 +81,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -97,7 +96,6 @@ OUTPUT_LOCK = ".watch.lock"
 SUFFIXES = (".ndjson", ".ndjson.gz")
 SLEEP_SLICE = 0.1
 REPORTS = "_reports"
-STAGING_PREFIX = ".staging-"
 
 
 class WatchConfigError(ValueError):
@@ -268,44 +266,16 @@ class Watcher:
                 return report
         return None
 
-    def run_files_in_output(self, run_id: str) -> list[str]:
-        """Published data files of one run (names carry the run id); staging directories are skipped."""
-        prefix = f"part-{run_id}-"
-        found = []
-        for root, dirs, files in os.walk(self.output):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            found.extend(os.path.join(root, f) for f in files if f.startswith(prefix) and f.endswith(".parquet"))
-        return found
-
-    def publish_complete(self, report: dict) -> bool:
-        return len(self.run_files_in_output(report["run_id"])) == report.get("files_written")
-
-    def rollback(self, run_id: str) -> int:
-        """Remove a run's published files and report; returns how many files were removed."""
-        paths = self.run_files_in_output(run_id)
-        report = os.path.join(self.reports, f"{run_id}.json")
-        if os.path.exists(report):
-            paths.append(report)
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-        return len(paths)
-
     # ---------------------------------------------------------------- recovery
 
     def recover(self) -> list[tuple[str, list[str]]]:
-        """Settle what a crash left behind; returns the batches that must run again."""
-        for name in sorted(os.listdir(self.output)):
-            if not name.startswith(STAGING_PREFIX):
-                continue
-            run_id = name[len(STAGING_PREFIX):]
-            report = self._read_report(run_id)
-            if report is None or not self.publish_complete(report):
-                removed = self.rollback(run_id)
-                self.log(f"watch: run {run_id} was interrupted before its publish completed: "
-                         f"rolled back ({removed} files removed)")
-            shutil.rmtree(os.path.join(self.output, name), ignore_errors=True)
+        """Settle what a crash left behind; returns the batches that must run again.
 
+        A batch's run writes its report only after every table's commit, so a report means the
+        batch is wholly in the output. Without one, the batch runs again: each table's log holds
+        the app transaction of the batch's run if its commit landed, and that table is not
+        committed twice (pipeline/commit.py). Staging directories of killed runs are removed by
+        the next run; their uncommitted data files are invisible to table readers until vacuum."""
         in_ledger = {e.get("batch_id") for e in self.ledger_entries()}
         rerun = []
         for batch_id in sorted(os.listdir(self.processing)):
@@ -321,7 +291,7 @@ class Watcher:
                 self.log(f"watch: batch {batch_id} was already in the ledger: moved to {DONE}/")
                 continue
             report = self.find_report(files)
-            if report is not None and self.publish_complete(report):
+            if report is not None:
                 infos = [self.file_info(f) for f in files]
                 started = datetime.fromisoformat(report["started_at"]).timestamp()
                 ended = started + float(report.get("duration_seconds") or 0)
@@ -330,13 +300,11 @@ class Watcher:
                 self.append_ledger(entry)
                 self.move_done(batch_id, files)
                 self.count(entry)
-                self.log(f"watch: batch {batch_id} had been published by run {report['run_id']} before a crash: "
+                self.log(f"watch: batch {batch_id} had been committed by run {report['run_id']} before a crash: "
                          "ledger entry written from its report, not run again")
                 continue
-            if report is not None:
-                removed = self.rollback(report["run_id"])
-                self.log(f"watch: batch {batch_id}: run {report['run_id']} was only partly published: "
-                         f"rolled back ({removed} files removed)")
+            self.log(f"watch: batch {batch_id} was interrupted before its report: run again (tables that "
+                     "committed it already are not committed twice)")
             rerun.append((batch_id, files))
         return rerun
 
@@ -423,10 +391,7 @@ class Watcher:
         try:
             with contextlib.redirect_stdout(captured):
                 code = run_files(files, self.output, [*self.extra, "--append"])
-        except Exception as exc:  # noqa: BLE001 - report, undo any partial publish, stop
-            report = self.find_report(files)
-            if report is not None:
-                self.rollback(report["run_id"])
+        except Exception as exc:  # noqa: BLE001 - report and stop; the next start completes the batch
             self.log(f"watch: batch {batch_id} failed ({exc.__class__.__name__}: {exc}); its files stay in "
                      f"{PROCESSING}/{batch_id}/ and are run again on the next start")
             self.exit_code = 1
@@ -434,7 +399,7 @@ class Watcher:
         ended = time.time()
         report = self.find_report(files) if code in (0, 1) else None
         if report is None:
-            self.log(f"watch: batch {batch_id}: the run exited {code} without publishing; its files stay in "
+            self.log(f"watch: batch {batch_id}: the run exited {code} without committing all of it; its files stay in "
                      f"{PROCESSING}/{batch_id}/\n{captured.getvalue().strip()}")
             self.exit_code = code or 1
             return False

@@ -32,6 +32,7 @@ TRANSFORMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "bool": (frozenset(), frozenset()),
     "enum": (frozenset({"values"}), frozenset({"values"})),
     "timestamp": (frozenset(), frozenset()),
+    "date_or_timestamp": (frozenset(), frozenset()),
     "url": (frozenset(), frozenset()),
     "pseudonym": (frozenset({"kind"}), frozenset({"kind"})),
     "account": (frozenset(), frozenset()),
@@ -80,6 +81,7 @@ class FieldRule:
             "float": pa.float64(),
             "bool": pa.bool_(),
             "timestamp": TIMESTAMP,
+            "date_or_timestamp": TIMESTAMP,
             "coarse_coordinate": pa.float64(),
         }.get(t, pa.string())
         return [pa.field(n, typ)]
@@ -105,6 +107,7 @@ TRANSFORM_WORDING = {
     "float": "kept (number)",
     "bool": "kept (boolean)",
     "timestamp": "kept (UTC timestamp)",
+    "date_or_timestamp": "kept (UTC timestamp; a date YYYY-MM-DD as 00:00 UTC of that day)",
     "url": "scheme, host/IP, non-default port, registered domain, suffix only",
     "account": "account name pseudonymised, domain kept",
     "scrub": "credentials removed, URLs cut to host, profile names/SIDs/e-mails pseudonymised",

@@ -89,6 +89,16 @@ def test_clean_lines_never_reach_the_per_record_path(ctx, monkeypatch):
     assert sum(t.num_rows for t in result.outputs.values()) == 300
 
 
+def test_licence_expiry_dates_stay_on_the_columnar_path(ctx, monkeypatch):
+    seen = spy_on_plain_path(monkeypatch)
+    lines = [variant(LICENSE, event_id=f"l-{i}", data__expires="2027-01-31" if i % 2 else "2027-01-31T00:00:00Z")
+             for i in range(100)]
+    result = sanitize_columnar(fresh(ctx), "in.ndjson", 0, list(enumerate(lines, 1)))
+    assert seen == []
+    assert {r["expires"] for t in result.outputs.values() for r in t.to_pylist()} == {parse_rfc3339(
+        "2027-01-31T00:00:00Z")}
+
+
 def spy_on_plain_path(monkeypatch) -> list:
     """The lines the columnar path hands to sanitize_lines, collected as it runs."""
     seen: list = []
@@ -241,6 +251,17 @@ CRAFTED = {
     "licence expiry 31 June": variant(LICENSE, data__expires="2027-06-31T00:00:00Z"),
     "licence expiry without offset": variant(LICENSE, data__expires="2027-06-30T00:00:00"),
     "licence expiry number": variant(LICENSE, data__expires=1),
+    # a plain date is allowed for the licence expiry (INPUT.md), in its extended form only
+    "licence expiry date": variant(LICENSE, data__expires="2027-01-31"),
+    "licence expiry date 29 February": variant(LICENSE, data__expires="2028-02-29"),
+    "licence expiry date 29 February of a common year": variant(LICENSE, data__expires="2027-02-29"),
+    "licence expiry date 31 June": variant(LICENSE, data__expires="2027-06-31"),
+    "licence expiry date month 13": variant(LICENSE, data__expires="2027-13-01"),
+    "licence expiry date far year": variant(LICENSE, data__expires="0999-01-01"),
+    "licence expiry basic date": variant(LICENSE, data__expires="20270131"),
+    "licence expiry week date": variant(LICENSE, data__expires="2027-W05-1"),
+    "licence expiry date and space": variant(LICENSE, data__expires="2027-01-31 "),
+    "licence expiry date with slashes": variant(LICENSE, data__expires="2027/01/31"),
     **{f"ts {ts}": variant(URL_VISIT, ts=ts) for ts in [
         "2026-02-30T00:00:00Z", "2026-04-31T00:00:00Z", "2024-02-29T00:00:00Z", "2026-02-29T00:00:00Z",
         "2000-02-29T12:00:00Z", "1900-02-29T12:00:00Z", "2026-11-20T24:00:00Z", "2026-11-20T23:59:60Z",

@@ -133,7 +133,7 @@ def test_expired_licence_is_locked_and_renamed_column_is_named(capsys):
     assert "written to _locked/license/user_region=EEA/event_date=2022-01-01" in out
     fields = field_lines(out)
     assert fields["data.product"] == "kept as licensed_product"
-    assert fields["data.expires"] == "transformed by timestamp -> expires"
+    assert fields["data.expires"] == "transformed by date_or_timestamp -> expires"
     assert fields["data.license_key"] == "transformed by pseudonym (license) -> license_key_pseudonym"
 
 

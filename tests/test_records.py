@@ -102,6 +102,10 @@ def test_unparseable_lines_are_quarantined_with_reason(ctx, line, reason):
     (rec(type="product_usage", data={"duration_ms": "abc"}), "wrong_type", "data.duration_ms"),
     (rec(type="wifi", data={"signal_dbm": "strong"}), "wrong_type", "data.signal_dbm"),
     (rec(type="license", data={"expires": "soon"}), "invalid_timestamp", "data.expires"),
+    (rec(type="license", data={"expires": "2027-02-30"}), "invalid_timestamp", "data.expires"),
+    (rec(type="license", data={"expires": "20270101"}), "invalid_timestamp", "data.expires"),
+    (rec(type="license", data={"expires": "2027-W01-1"}), "invalid_timestamp", "data.expires"),
+    (rec(type="url_visit", ts="2026-11-20"), "invalid_timestamp", "ts"),  # the event time needs a time
 ])
 def test_invalid_records_are_quarantined_with_reason(ctx, record, reason, detail):
     result = run(ctx, record)
@@ -344,3 +348,29 @@ def test_as_written_puts_rows_in_input_order_and_drops_hidden_columns():
                                  pa.table({"v": ["b", "c"], "_key": [2, 3], "_origin": [10, 40]})])
     assert as_written(in_order).to_pydict() == {"v": ["a", "b", "c"]}
     assert as_written(in_order.slice(0, 0)).num_rows == 0
+
+
+def test_licence_expiry_as_a_plain_date_is_written_on_every_path(ctx):
+    """INPUT.md: `license.expires` is a date YYYY-MM-DD or an RFC 3339 timestamp. A date is
+    00:00 UTC of that day, the same value as the timestamp spelling, on the per-record,
+    columnar and reference paths (on main the record was quarantined as invalid_timestamp)."""
+    from datetime import UTC, datetime
+
+    from transforms.columnar import sanitize_columnar
+    from transforms.records import SanitizeContext
+    from transforms.reference import sanitize_lines_reference
+
+    def licence(i: int, expires: str) -> bytes:
+        return orjson.dumps({"schema_version": 1, "type": "license", "event_id": f"l-{i}", "device_id": f"D-{i}",
+                             "ts": "2026-11-20T10:04:05Z", "country": "NL", "consent": {"eula": True},
+                             "data": {"license_key": "AAAA", "product": "KIS", "expires": expires}})
+
+    lines = [licence(i, "2027-01-31" if i % 2 else "2027-01-31T00:00:00Z") for i in range(100)]
+    numbered = list(enumerate(lines, 1))
+    for sanitize in (sanitize_lines, sanitize_columnar, sanitize_lines_reference):
+        fresh = SanitizeContext(policy=ctx.policy, key=ctx.key, as_of=ctx.as_of)
+        result = sanitize(fresh, "t.ndjson", 0, numbered)
+        assert not result.stats.get("quarantined/invalid_timestamp"), (sanitize.__name__, dict(result.stats))
+        assert result.stats["output/license"] == 100, sanitize.__name__
+        written = [r["expires"] for t in result.outputs.values() for r in t.to_pylist()]
+        assert written == [datetime(2027, 1, 31, tzinfo=UTC)] * 100, sanitize.__name__

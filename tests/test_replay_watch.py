@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import gzip
 import json
 import os
@@ -17,8 +18,11 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from pipeline import replay, watch
+from pipeline.commit import KILL_ENV
+from pipeline.tables import list_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE2 = ROOT / "sample" / "telemetry-sample-2.ndjson.gz"
@@ -27,9 +31,9 @@ AS_OF = "2026-11-25T00:00:00Z"
 RUN_OPTS = ["--as-of", AS_OF, "--pseudonym-key-file", str(KEY)]
 
 
-def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def popen(*args: str) -> subprocess.Popen:
@@ -59,10 +63,10 @@ def _freeze(value):
 def read_rows(out: Path) -> dict[str, Counter]:
     """Every published row per table (type, _locked/type, _quarantine), with its partition directory."""
     tables: dict[str, Counter] = defaultdict(Counter)
-    for path in sorted(out.rglob("*.parquet")):
+    committed = [out / name / p for name in list_tables(str(out))
+                 for p in DeltaTable(str(out / name)).get_add_actions(flatten=True).column("path").to_pylist()]
+    for path in sorted(committed):
         parts = path.relative_to(out).parts
-        if any(p.startswith(".") for p in parts):
-            continue
         depth = 2 if parts[0] == "_locked" else 1
         table, partition = "/".join(parts[:depth]), "/".join(parts[depth:-1])
         for row in pq.ParquetFile(path).read().to_pylist():
@@ -343,27 +347,21 @@ def test_watch_recovers_a_batch_published_before_its_ledger_entry(tmp_path, caps
     _published_once(landing, out)
 
 
-def test_watch_rolls_back_a_partial_publish_and_runs_the_batch_again(tmp_path, capsys):
-    from pipeline.run import run_files
-
+@pytest.mark.parametrize("point", ["after_commit:_quarantine", "after_commit:os_event", "committed"])
+def test_watch_completes_a_batch_whose_run_was_killed_between_commits(tmp_path, capsys, point):
     landing, out = tmp_path / "landing", tmp_path / "out"
     files = _claimed_batch(landing, "20260101T000000Z-bbbbbb", 2)
-    assert run_files(files, str(out), [*RUN_OPTS, "--append"]) == 0
-    # Make it look like the run was killed half-way through its publish: part of its files are
-    # still in the staging directory it leaves behind.
-    run_id = watch_reports(out)[0]["run_id"]
-    staging = out / f".staging-{run_id}" / "final"
-    moved = sorted(out.rglob(f"part-{run_id}-*.parquet"))[::2]
-    for path in moved:
-        target = staging / path.relative_to(out)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        path.rename(target)
+    args = [a for f in files for a in ("--input", glob.escape(f))]
+    killed = cli(*args, "--output", str(out), *RUN_OPTS, "--append", env={KILL_ENV: point})
+    assert killed.returncode == -signal.SIGKILL
+    assert not watch_reports(out)  # killed before its report
     code, stdout, stderr = _watch_in_process(landing, out, capsys)
     assert code == 0, stderr
-    assert "rolled back" in stderr
-    assert not (out / f".staging-{run_id}").exists()
-    assert run_id not in {r["run_id"] for r in watch_reports(out)}
-    assert len(stdout.splitlines()) >= 3  # start line, the re-run batch, the rest, summary
+    assert "run again" in stderr
+    [first] = [e for e in ledger(landing) if e["batch_id"] == "20260101T000000Z-bbbbbb"]
+    report = next(r for r in watch_reports(out) if r["run_id"] == first["run_id"])
+    assert report["resumed"]  # the tables the killed run had committed were not committed again
+    assert not [p for p in out.iterdir() if p.name.startswith(".staging-")]
     _published_once(landing, out)
 
 

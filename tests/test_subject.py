@@ -96,7 +96,7 @@ def direct_rows(root: Path, raw_id: str) -> dict[str, list[dict]]:
     wanted = pseudonyms(raw_id)
     out: dict[str, list[dict]] = {}
     for name, table in table_rows(root).items():
-        mask = pa.array([False] * table.num_rows)
+        mask = pa.array([False] * table.num_rows, pa.bool_())  # typed: a table may be empty
         for col, kind in SUBJECT_COLUMNS.items():
             if col in table.column_names:
                 mask = pc.or_(mask, pc.fill_null(pc.is_in(table.column(col), pa.array(sorted(wanted[kind]))), False))

@@ -29,7 +29,9 @@ def test_table_names_and_layout():
     names = tables.table_names(policy)
     assert names[0] == "_quarantine"
     assert set(policy.types) <= set(names)
-    assert {f"_locked/{t}" for t in policy.types} <= set(names)
+    locking = {t for t, tp in policy.types.items() if tp.on_expiry == "lock"}
+    assert locking and {f"_locked/{t}" for t in locking} <= set(names)
+    assert not {f"_locked/{t}" for t in set(policy.types) - locking} & set(names)
     assert tables.table_kind("_locked/dns") == "locked" and tables.record_type_of("_locked/dns") == "dns"
     assert tables.table_kind("_quarantine") == "quarantine" and tables.record_type_of("_quarantine") is None
     assert tables.partition_by("_quarantine") is None and tables.partition_by("dns") == ["user_region", "event_date"]

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from schemas.policy import CONSENT_FLAGS, TIMESTAMP, FieldRule, Policy, TypePolicy, load_policy
-from transforms.fields import _SCRUB_TRIGGER_LOWER, parse_rfc3339
+from transforms.fields import _SCRUB_TRIGGER_LOWER, TIME_PARSERS, parse_rfc3339
 from transforms.records import (
     HIDDEN_COLUMNS,
     ORIGIN_LINE_BITS,
@@ -48,6 +48,7 @@ _ALNUM = "[0-9A-Za-z]"  # a value holding one of these is surely not blank (str.
 # spelling (lower-case t/z, a space, 7-9 fraction digits, far years) is left to sanitize_lines.
 _TS = (r"^(19|20|21)\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
        r"(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$")
+_DATE = r"^(19|20|21)\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"  # where a plain date is allowed
 # Integers are read as doubles: Arrow's int64 reader fails a whole block on "5.0", which the
 # contract takes as 5; rows whose value is not an integer below 2**53 go to the plain path.
 _PARSED_TYPES = {"int": pa.float64(), "float": pa.float64(), "bool": pa.bool_(), "coarse_coordinate": pa.float64()}
@@ -68,6 +69,7 @@ class _TypePlan:
     ints: tuple[str, ...]
     coordinates: tuple[str, ...]
     timestamps: tuple[str, ...]
+    dates: tuple[str, ...]  # timestamps that may be a plain date instead
 
 
 def _plan(policy: Policy, tpol: TypePolicy) -> _TypePlan:
@@ -87,7 +89,8 @@ def _plan(policy: Policy, tpol: TypePolicy) -> _TypePlan:
         floats=tuple(r.name for r in tpol.fields if r.transform in ("float", "coarse_coordinate")),
         ints=tuple(r.name for r in tpol.fields if r.transform == "int"),
         coordinates=tuple(r.name for r in tpol.fields if r.transform == "coarse_coordinate"),
-        timestamps=tuple(r.name for r in tpol.fields if r.transform == "timestamp"),
+        timestamps=tuple(r.name for r in tpol.fields if r.transform in TIME_PARSERS),
+        dates=tuple(r.name for r in tpol.fields if r.transform == "date_or_timestamp"),
     )
 
 
@@ -314,7 +317,10 @@ def _checked(plan: _TypePlan, table: pa.Table, said: pa.Array) -> tuple[pa.Array
                                                             pc.less_equal(col, 180.0))))
     for name in plan.timestamps:
         col = pc.struct_field(data, name)
-        masks.append(pc.or_kleene(pc.is_null(col), pc.match_substring_regex(col, _TS)))
+        form = pc.match_substring_regex(col, _TS)
+        if name in plan.dates:
+            form = pc.or_(form, pc.match_substring_regex(col, _DATE))
+        masks.append(pc.or_kleene(pc.is_null(col), form))
     return _all(masks), pc.equal(keys, said)
 
 
@@ -338,6 +344,9 @@ def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, num
     ok = pc.fill_null(pc.and_(parsed, pc.less_equal(event_time, limit)), False)
     for name in plan.timestamps:  # data timestamps (license expiry) must parse too
         col = pc.struct_field(table.column("data"), name).combine_chunks()
+        if name in plan.dates:  # a date is 00:00 UTC of that day (fields.parse_date_or_rfc3339)
+            col = pc.if_else(pc.equal(pc.utf8_length(col), 10), pc.utf8_replace_slice(col, 10, 10, "T00:00:00Z"),
+                             col)
         _, good = _timestamps(col)
         ok = pc.and_(ok, pc.or_kleene(pc.is_null(col), good))
     if not pc.all(ok).as_py():

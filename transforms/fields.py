@@ -22,6 +22,7 @@ from transforms.text import TextScrubber, scrub_account
 from transforms.urls import UrlSanitizer
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _RFC3339_NO_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?")
 _SCRUB_TRIGGER = re.compile(r"[@:=/\\]|bearer|basic|pass|pwd|token|secret|key|session|auth|cookie|sid|sig",
                              re.IGNORECASE)
@@ -49,6 +50,20 @@ def parse_rfc3339(value: str) -> datetime:
         raise FieldTypeError("not an RFC 3339 timestamp (out of range)") from None
 
 
+def parse_date_or_rfc3339(value: str) -> datetime:
+    """A date YYYY-MM-DD (00:00 UTC of that day) or an RFC 3339 timestamp, in UTC. Only the
+    extended date form: fromisoformat alone would also take 20270101 or 2027-W01-1."""
+    if isinstance(value, str) and _DATE.fullmatch(value):
+        try:
+            return datetime(int(value[:4]), int(value[5:7]), int(value[8:]), tzinfo=UTC)
+        except ValueError:
+            raise FieldTypeError("not a valid date") from None
+    return parse_rfc3339(value)
+
+
+TIME_PARSERS = {"timestamp": parse_rfc3339, "date_or_timestamp": parse_date_or_rfc3339}
+
+
 def check(rule: FieldRule, value: Any) -> None:
     """Raise FieldTypeError when `value` (not None) cannot be taken for this rule."""
     t = rule.transform
@@ -67,8 +82,8 @@ def check(rule: FieldRule, value: Any) -> None:
             raise FieldTypeError(f"expected a string, got {type(value).__name__}")
     elif not isinstance(value, str):
         raise FieldTypeError(f"expected a string, got {type(value).__name__}")
-    elif t == "timestamp":
-        parse_rfc3339(value)
+    elif t in TIME_PARSERS:
+        TIME_PARSERS[t](value)
 
 
 def _as_text(value: Any) -> str:
@@ -113,8 +128,9 @@ class FieldEngine:
         if t == "enum":
             allowed = frozenset(rule.values)
             return lambda v: (v if v in allowed else None,)
-        if t == "timestamp":
-            return lambda v: (parse_rfc3339(v),)
+        if t in TIME_PARSERS:
+            parse = TIME_PARSERS[t]
+            return lambda v: (parse(v),)
         if t == "url":
             return lambda v: tuple(self.urls.sanitize(v))
         if t == "pseudonym":

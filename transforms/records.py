@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from schemas.iso3166 import ALPHA2
 from schemas.policy import CONSENT_FLAGS, Policy, PolicyError, TypePolicy
-from transforms.fields import FieldEngine, FieldTypeError, check, parse_rfc3339
+from transforms.fields import TIME_PARSERS, FieldEngine, FieldTypeError, check, parse_rfc3339
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import mask_line
 from transforms.special import SpecialCategoryMatcher, words
@@ -283,7 +283,7 @@ def validate(rec: Any, ctx: SanitizeContext) -> tuple[TypePolicy, datetime]:
             try:
                 check(rule, value)
             except FieldTypeError as exc:
-                reason = "invalid_timestamp" if rule.transform == "timestamp" else "wrong_type"
+                reason = "invalid_timestamp" if rule.transform in TIME_PARSERS else "wrong_type"
                 raise Rejected(reason, f"data.{rule.name}: {exc}") from None
     return tpol, event_time
 
