@@ -8,6 +8,7 @@ import os
 import sys
 
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -39,8 +40,10 @@ def test_every_line_is_written_or_skipped_in_one_and_two_processes(tmp_path, cap
         assert upper_bound.main(["--input", str(path), "--output", str(out), "--processes", str(processes),
                                  "--block-bytes", str(256 << 10)]) == 0
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in glob.glob(str(out / "*.parquet")))
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in glob.glob(str(out / "*" / "*.parquet")))
         assert rows == summary["rows_written"]
+        committed = sum(DeltaTable(str(d)).count() for d in out.iterdir() if (d / "_delta_log").is_dir())
+        assert committed == rows  # one Delta commit per type adds every file
         assert summary["rows_written"] + summary["skipped_lines"] == len(lines)
         # Most lines of the dirty sample are well-formed: the bound reads them, it does not skip them.
         assert summary["rows_written"] > 0.9 * len(lines)

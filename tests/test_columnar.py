@@ -172,6 +172,14 @@ CRAFTED = {
     # keys Arrow could skip or read twice
     "duplicate known key": URL_LINE.replace(b'"browser":"firefox"', b'"browser":"firefox","browser":"edge"'),
     "duplicate consent flag": URL_LINE.replace(b'"ksn":true', b'"ksn":false,"ksn":true'),
+    "duplicate consent flag to false": URL_LINE.replace(b'"ksn":true', b'"ksn":true,"ksn":false'),
+    "duplicate escaped flag": URL_LINE.replace(b'"ksn":true', b'"ksn":false,"k\\u0073n":true'),
+    "duplicate is_child": URL_LINE.replace(b'"ts":', b'"is_child":true,"is_child":false,"ts":'),
+    "duplicate consent object": URL_LINE.replace(b'"data":', b'"consent":{"eula":false},"consent":{"eula":true,'
+                                                 b'"ksn":true},"data":'),
+    "duplicate unknown key": URL_LINE.replace(b'"browser":', b'"zz":1,"zz":2,"browser":'),
+    "duplicate deep key": URL_LINE.replace(b'"browser":', b'"zz":[{"a":{"b":1,"b":2}}],"browser":'),
+    "duplicate spaced key": URL_LINE.replace(b'"ksn":true', b'"ksn":false,"ksn" :true'),
     "unknown key": variant(URL_VISIT, data__local_ip="192.168.1.4"),
     "special key": variant(URL_VISIT, data__religion="x"),
     "special key after space": URL_LINE.replace(b'"browser":', b'"religion" :"x","browser":'),
@@ -284,7 +292,11 @@ def test_crafted_line_among_good_ones_is_identical(ctx, name):
 
 def test_all_crafted_lines_in_one_batch(ctx):
     lines = [line for name in sorted(CRAFTED) for line in (CRAFTED[name], *good_lines(3))]
-    same_as_plain_path(ctx, lines, batch=len(lines))
+    [result] = same_as_plain_path(ctx, lines, batch=len(lines))
+    numbered = list(enumerate(lines, 1))
+    assert_same(result, sanitize_lines_reference(fresh(ctx), "in.ndjson", 2, numbered))
+    duplicates = [name for name in CRAFTED if name.startswith("duplicate")]
+    assert result.stats["quarantined/duplicate_key"] == len(duplicates) == 9
 
 
 def test_lines_arrow_cannot_read_are_isolated_without_losing_good_ones(ctx, monkeypatch):

@@ -117,6 +117,36 @@ def test_invalid_records_are_quarantined_with_reason(ctx, record, reason, detail
     assert accounted(result.stats) == 1
 
 
+_LINE = orjson.dumps(BASE)
+_DUPLICATES = {
+    "consent flag false then true": _LINE.replace(b'"eula":true', b'"eula":false,"ksn":true,"eula":true'),
+    "is_child true then false": _LINE.replace(b'"ts":', b'"is_child":true,"is_child":false,"ts":'),
+    "consent object twice": _LINE.replace(b'"data":', b'"consent":{"eula":false},"consent":{"eula":true,"ksn":true},'
+                                          b'"data":'),
+    "ksn null then true": _LINE.replace(b'"ksn":true', b'"ksn":null,"ksn":true'),
+    "escaped repeat": _LINE.replace(b'"ksn":true', b'"ksn":false,"k\\u0073n":true'),
+    "spaced repeat": _LINE.replace(b'"ksn":true', b'"ksn":false, "ksn" : true'),
+    "deep repeat": _LINE.replace(b'"verdict":', b'"x":[{"a":{"b":1,"b":2}}],"verdict":'),
+    "unknown key repeated": _LINE.replace(b'"verdict":', b'"zz":1,"zz":1,"verdict":'),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_DUPLICATES))
+def test_a_repeated_key_at_any_depth_is_quarantined(ctx, name):
+    """INPUT.md: a repeated key makes the line malformed; neither copy may open a gate."""
+    line = _DUPLICATES[name]
+    assert orjson.loads(line)  # valid JSON for a last-wins parser
+    result = run(ctx, raw=[line])
+    assert result.stats["quarantined/duplicate_key"] == 1 == accounted(result.stats), dict(result.stats)
+    assert not result.outputs
+
+
+@pytest.mark.parametrize("value", ['say "x": y', '{"a":1,"b":{"a":2}}', '"k" : v'])
+def test_key_like_text_inside_values_is_not_a_repeat(ctx, value):
+    result = run(ctx, rec(data_browser=value))
+    assert result.stats["output/url_visit"] == 1, dict(result.stats)
+
+
 def test_oversized_line_is_quarantined(ctx):
     big = orjson.dumps(rec(data_browser="x" * (ctx.policy.max_line_bytes + 10)))
     result = run(ctx, raw=[big])

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
+from deltalake import DeltaTable
 
 from pipeline.streaming import WindowedSanitize
 
@@ -36,7 +37,7 @@ def rows_by_window(out: str) -> dict[str, list[str]]:
 def test_windows_lateness_and_duplicates(ctx, tmp_path):
     out = str(tmp_path / "out")
     base = Timestamp.of(1_700_000_000 - 1_700_000_000 % 60)  # a window boundary
-    stream = (
+    make_stream = lambda: (  # noqa: E731 - built anew for each pipeline
         TestStream()
         .advance_watermark_to(base)
         .add_elements([
@@ -55,7 +56,7 @@ def test_windows_lateness_and_duplicates(ctx, tmp_path):
     options = PipelineOptions(["--runner=DirectRunner"])
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as p:
-        _ = p | stream | WindowedSanitize(ctx, out, window_seconds=60, allowed_lateness_seconds=120, shards=2)
+        _ = p | make_stream() | WindowedSanitize(ctx, out, window_seconds=60, allowed_lateness_seconds=120, shards=2)
 
     windows = rows_by_window(out)
     assert len(windows) == 2
@@ -75,6 +76,17 @@ def test_windows_lateness_and_duplicates(ctx, tmp_path):
     text = json.dumps(windows) + "".join(open(os.path.join(r, f), "rb").read().hex()
                                          for r, _, fs in os.walk(out) for f in fs)
     assert "zqpw" not in text and b"zqpw".hex() not in text
+
+    # The Delta table holds what the files hold, and a restart that replays the same windows
+    # and panes commits none of them again: each pane's app transaction is already in the log.
+    committed = sorted(DeltaTable(os.path.join(out, "url_visit")).to_pyarrow_table().column("event_id").to_pylist())
+    assert committed == sorted(sum(windows.values(), []))
+    versions = {t: DeltaTable(os.path.join(out, t)).version() for t in ("url_visit", "_quarantine")}
+    with beam.Pipeline(options=options) as p:
+        _ = p | make_stream() | WindowedSanitize(ctx, out, window_seconds=60, allowed_lateness_seconds=120, shards=2)
+    assert {t: DeltaTable(os.path.join(out, t)).version() for t in versions} == versions
+    again = sorted(DeltaTable(os.path.join(out, "url_visit")).to_pyarrow_table().column("event_id").to_pylist())
+    assert again == committed
 
 
 def test_a_large_window_takes_the_columnar_path_and_writes_what_the_batch_code_does(ctx, tmp_path, monkeypatch):

@@ -36,6 +36,7 @@ from transforms.records import (
     _removed_fields,
     count_special,
     fast_validate,
+    has_duplicate_key,
     sanitize_lines,
 )
 from transforms.urls import AUTHORITY_PATTERN, AUTHORITY_PRINTABLE
@@ -405,7 +406,7 @@ def _extra_keys(ctx: SanitizeContext, table: pa.Table, rows: np.ndarray, raws: l
             rec = orjson.loads(raw)
         except orjson.JSONDecodeError:
             rec = None
-        if rec is None or fast_validate(rec, ctx) is None:
+        if rec is None or has_duplicate_key(raw, rec) or fast_validate(rec, ctx) is None:
             extra.rerouted.append(row)
             continue
         extra.records[row] = rec

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -206,13 +208,61 @@ def _json_reason(exc: orjson.JSONDecodeError, raw: bytes) -> str:
 
 
 def parse_line(raw: bytes, max_bytes: int) -> Any:
-    """The JSON value of one line; Rejected with the reason when it is too long or not JSON."""
+    """The JSON value of one line; Rejected with the reason when it is too long, not JSON,
+    or has an object with a repeated key (INPUT.md: parsers disagree on which copy wins)."""
     if len(raw) > max_bytes:
         raise Rejected("line_too_long", f"{len(raw)} bytes > {max_bytes}")
     try:
-        return orjson.loads(raw)
+        rec = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Rejected(_json_reason(exc, raw)) from None
+    if has_duplicate_key(raw, rec):
+        raise Rejected("duplicate_key", "an object repeats a key")
+    return rec
+
+
+_SPACED_KEY_END = re.compile(rb'"[ \t\r\n]+:')  # a key ends with '":', or so with white space between
+
+
+def _key_count(value: Any) -> int:
+    """Keys of every object in `value`, at any depth (repeats already merged by the parser)."""
+    count = 0
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            count += len(node)
+            stack.extend(v for v in node.values() if type(v) in (dict, list))
+        elif type(node) is list:
+            stack.extend(v for v in node if type(v) in (dict, list))
+    return count
+
+
+def _pairs_unique(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key")
+    return out
+
+
+def has_duplicate_key(raw: bytes, rec: Any) -> bool:
+    """True when some object of the JSON text `raw` (parsed as `rec`) names a key twice.
+
+    Proof without a second parse: each key in the text ends with `"` and `:` (white space
+    between allowed), so when the text has no more such endings than `rec` has keys, no key
+    was repeated. Otherwise (a repeat, or a string value holding `":`) the text is parsed
+    again keeping every pair, escapes decoded (`"k\u0073n"` is `"ksn"`)."""
+    if type(rec) not in (dict, list):
+        return False
+    keys = _key_count(rec)
+    said = raw.count(b'":')
+    if said == keys and _SPACED_KEY_END.search(raw) is None:
+        return False
+    try:
+        json.loads(raw, object_pairs_hook=_pairs_unique)
+    except Exception:  # noqa: BLE001 - a repeat, or a text json cannot take: fail closed
+        return True
+    return False
 
 
 def count_special(ctx: SanitizeContext, rec: Any, stats: Counter) -> None:
