@@ -23,6 +23,7 @@ setup(
         "tldextract>=5,<6",
         "deltalake>=1.1,<2",
         "tqdm>=4.60,<5",
+        "google-re2>=1.1,<2",
     ],
     extras_require={
         "test": [
