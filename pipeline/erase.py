@@ -112,7 +112,7 @@ def _erase_table(req: Request, ref: TableRef, result: ErasureResult, dry_run: bo
         if n:
             _rewrite(req, ref, dt, dataset, hits)
         dt = DeltaTable(str(ref.path))
-        result.vacuumed[ref.name] += vacuum(dt)
+        result.vacuumed[ref.name] += vacuum(dt, req.data_dir)
         if log_files_holding(ref.path, _needles(req)):
             result.log_expired[ref.name] += expire_log(dt)
             left = log_files_holding(ref.path, _needles(req))

@@ -175,11 +175,12 @@ def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: Sa
                    batch_lines: int = 20000, file_prefix: str = "run", withdrawals_path: str | None = None,
                    flush_each: bool = False, inline_small: bool = False,
                    chunk_bytes: int | None = CHUNK_BYTES, output: str | None = None,
-                   quarantine_prefix: str | None = None) -> None:
+                   quarantine_prefix: str | None = None, committed: dict | None = None) -> None:
     """Attach the sanitizing graph to `p`: data files land in the tables under `output` (default:
     `staging_dir`/final), uncommitted; counters and the list of files in `staging_dir`/_stats.json
     (see `read_results`). `flush_each`: see
-    io._StageWriter; `inline_small`: see io.WriteMinimizedParquet; `chunk_bytes`: see reading.plan_chunks."""
+    io._StageWriter; `inline_small`: see io.WriteMinimizedParquet; `chunk_bytes`: see reading.plan_chunks;
+    `committed`: the committed files per partition an appending run drops retries against (dedupe.py)."""
     batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes, chunk_bytes)
     withdrawals = None
     if withdrawals_path:
@@ -188,7 +189,7 @@ def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: Sa
     sanitized = batches | "SanitizeRecords" >> SanitizeRecords(ctx, withdrawals)
     output = output or os.path.join(staging_dir, "final")
     write_stats = sanitized[RECORDS] | "WriteMinimizedParquet" >> WriteMinimizedParquet(
-        staging_dir, output, file_prefix, flush_each, inline_small)
+        staging_dir, output, file_prefix, flush_each, inline_small, committed)
     quarantine_stats = sanitized[QUARANTINE] | "WriteQuarantine" >> WriteQuarantine(
         output, quarantine_prefix or file_prefix, flush_each)
     (

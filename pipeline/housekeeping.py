@@ -24,6 +24,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
+from pipeline.staging import LOCK as STAGING_LOCK
+from pipeline.staging import PREFIX as STAGING_PREFIX
+from pipeline.staging import remove_stale
 from pipeline.tables import DELTA_LOG
 
 LOCK_FILE = "_maintenance.lock"
@@ -40,22 +43,47 @@ class BusyError(RuntimeError):
 @contextlib.contextmanager
 def exclusive(data_dir: Path) -> Iterator[None]:
     """Hold DIR/_maintenance.lock: one erase or maintain at a time on an output, so a vacuum
-    never deletes the files another one is about to commit."""
+    never deletes the files another one is about to commit. Refused while a run writes into
+    DIR (see `check_no_live_run`)."""
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise BusyError(f"{data_dir}: another `subject erase` or `maintain` is running on it") from None
+        check_no_live_run(data_dir)
         yield
     finally:
         os.close(fd)
 
 
-def vacuum(dt: DeltaTable) -> int:
+def check_no_live_run(data_dir: Path) -> int:
+    """A run writes its final files into the tables before it commits them, and a vacuum at zero
+    retention would delete them: stop if a run is alive (it holds the lock of its staging
+    directory DIR/.staging-<run_id>). Staging directories of dead runs hold sanitized rows,
+    pseudonyms included: they are removed. Returns how many were removed."""
+    for path in sorted(data_dir.glob(f"{STAGING_PREFIX}*")):
+        if not path.is_dir():
+            continue
+        try:
+            fd = os.open(path / STAGING_LOCK, os.O_RDWR)
+        except OSError:
+            continue  # no lock (yet, or any more): remove_stale decides
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(f"{data_dir}: a run is writing into it ({path.name}); run again when it has "
+                            "ended") from None
+        finally:
+            os.close(fd)
+    return len(remove_stale(str(data_dir)))
+
+
+def vacuum(dt: DeltaTable, data_dir: Path) -> int:
     """Delete every file the current version does not name (removed by a commit, or never
     committed), with zero retention; returns how many. Leftover commit temp files and
-    partition directories left empty go too."""
+    partition directories left empty go too. Checked again just before: no run is alive."""
+    check_no_live_run(data_dir)
     root = Path(dt.table_uri.removeprefix("file://"))
     # A tombstone stays in the log after its file is deleted, and delta-rs lists it again:
     # only files still on disk are counted, and no VACUUM commits are made for none.

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from pipeline.dedupe import DEVICE, EVENT, drop_committed
 from pipeline.tables import QUARANTINE, WrittenFile, is_remote, join, time_bounds
 from transforms.records import PartitionKey, as_written, first_copies, keep_copies
 
@@ -183,16 +184,19 @@ class _FinalizePartition(beam.DoFn):
     Only the 16 bytes of hidden key and order per row are held for the whole
     partition; rows are then streamed file by file. Of several rows with one
     (device, event) key the first in input order is kept, so the result does
-    not depend on the runner or on how work was split.
+    not depend on the runner or on how work was split. With `committed` (an appending
+    run: partition -> its committed files, relative to the output), rows already
+    committed are dropped too (pipeline/dedupe.py).
     """
 
     MAX_ROWS_PER_FILE = 100_000  # also bounds what a partition holds in memory while it is written
     WRITERS = 2  # Parquet encoding releases the GIL: two files at once use the second core
     MAX_PENDING = 2  # files handed to the writers and not yet written: bounds their memory
 
-    def __init__(self, final_dir: str, file_prefix: str) -> None:
+    def __init__(self, final_dir: str, file_prefix: str, committed: dict | None = None) -> None:
         self.final_dir = final_dir  # the output location: tables live right under it
         self.file_prefix = file_prefix
+        self.committed = committed or {}
 
     def setup(self) -> None:
         self._fs, self._root = output_fs(self.final_dir)
@@ -220,8 +224,16 @@ class _FinalizePartition(beam.DoFn):
         hidden = [read_piece(p).select(["_key", "_origin"]) for p in pieces]
         keys = pa.concat_tables(hidden)
         keep = first_copies(keys)
-        duplicates = keys.num_rows - len(keep)
         table_name = table_of(key)
+        committed = self.committed.get((table_name, key.user_region, key.event_date))
+        if committed:
+            rows = pa.concat_tables([read_piece(p).select([DEVICE, EVENT, "_origin"]) for p in pieces])
+            paths = [join(self._root, f) if self._fs is not None else os.path.join(self._root, f) for f in committed]
+            keep, _ = drop_committed(rows, keep, paths, self._fs)
+        duplicates = keys.num_rows - len(keep)
+        if not len(keep):  # every row is committed already: no file
+            yield self._stats(key, 0, 0, duplicates)
+            return
         relative = f"user_region={key.user_region}/event_date={key.event_date}"
         if self._fs is None:
             directory = os.path.join(self._root, partition_dir(key))
@@ -255,7 +267,12 @@ class _FinalizePartition(beam.DoFn):
                 flush()
         if pending_rows or part == 0:
             flush()
-        stats = Counter({"files_written": part})
+        yield self._stats(key, part, written, duplicates)
+        yield from files
+
+    @staticmethod
+    def _stats(key: PartitionKey, files: int, written: int, duplicates: int) -> Counter:
+        stats = Counter({"files_written": files})
         if key.area == "data":
             stats[f"written/{key.record_type}"] += written
             stats[f"output/{key.record_type}"] -= duplicates
@@ -265,8 +282,7 @@ class _FinalizePartition(beam.DoFn):
             stats["dropped/expired_locked"] -= duplicates
         if duplicates:
             stats["dropped/duplicate"] += duplicates
-        yield stats
-        yield from files
+        return stats
 
 
 class WriteMinimizedParquet(beam.PTransform):
@@ -277,8 +293,9 @@ class WriteMinimizedParquet(beam.PTransform):
     """
 
     def __init__(self, staging_dir: str, output: str, file_prefix: str = "run", flush_each: bool = False,
-                 inline_small: bool = False) -> None:
+                 inline_small: bool = False, committed: dict | None = None) -> None:
         super().__init__()
+        self.committed = committed
         self.staging_dir = staging_dir
         self.output = output
         self.file_prefix = file_prefix
@@ -296,7 +313,7 @@ class WriteMinimizedParquet(beam.PTransform):
             tables
             | "StageFiles" >> beam.ParDo(_StageWriter(self.staging_dir, self.flush_each, self.inline_budget))
             | "GroupByPartition" >> beam.GroupByKey()
-            | "FinalizePartitions" >> beam.ParDo(_FinalizePartition(self.output, self.file_prefix))
+            | "FinalizePartitions" >> beam.ParDo(_FinalizePartition(self.output, self.file_prefix, self.committed))
         )
 
 

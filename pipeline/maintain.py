@@ -128,7 +128,7 @@ def maintain(data_dir: Path, policy: Policy, as_of: datetime, target_mb: int) ->
                                               commit_properties=_commit("compaction", policy, as_of))
                 counts.compacted_removed[name] += int(metrics.get("numFilesRemoved", 0))
                 counts.compacted_added[name] += int(metrics.get("numFilesAdded", 0))
-                counts.vacuumed[name] += vacuum(DeltaTable(str(data_dir / name)))
+                counts.vacuumed[name] += vacuum(DeltaTable(str(data_dir / name)), data_dir)
             except CommitFailedError as exc:
                 raise MaintenanceError(f"{data_dir / name}: another writer committed to the table meanwhile "
                                        f"({exc}); run maintain again") from None

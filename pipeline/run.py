@@ -25,6 +25,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline.commit import CommitError, Output, Slice, kill_point, run_key
+from pipeline.dedupe import committed_partition_files
 from pipeline.files import InputError, changed_since, expand_inputs, snapshot
 from pipeline.graph import build_pipeline, read_results
 from pipeline.options import DEFAULT_RUNNER, SanitizerOptions
@@ -195,7 +196,8 @@ def run(argv: list[str]) -> int:
                            file_prefix=f"{run_id}-{attempt}", withdrawals_path=withdrawals, flush_each=on_dask,
                            inline_small=grouped_in_process(options),
                            chunk_bytes=None if one_worker(options) else CHUNK_BYTES, output=out,
-                           quarantine_prefix=f"{run_id}-{attempt}-{quarantine_tag}" if quarantine_tag else None)
+                           quarantine_prefix=f"{run_id}-{attempt}-{quarantine_tag}" if quarantine_tag else None,
+                           committed=committed_partition_files(output, plan.done) if opts.append else None)
             result = p.run()
             try:
                 result.wait_until_finish()
@@ -220,6 +222,7 @@ def run(argv: list[str]) -> int:
             "as_of": as_of.isoformat(),
             "inputs": files,
             "input_warnings": input_warnings,
+            "input_files": {path: {"size": size, "mtime_ns": mtime} for path, (_, size, mtime) in before.items()},
             "output_dir": out,
             "policy": {"version": policy.version, "sha256": policy.sha256, "source": policy.source},
             "report_path": f"{REPORTS}/{run_id}.json",

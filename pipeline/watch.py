@@ -2,7 +2,7 @@
 
     python -m pipeline --watch /data/landing --output /data/out \\
         --pseudonym-key-file /etc/telemetry/pseudonym.key [--idle-timeout 60] [--poll-interval 1.0] \\
-        [--max-files-per-batch 50] [any option of a batch run: --policy, --as-of, --runner, ...]
+        [--max-files-per-batch 50] [--settle-seconds 2] [any option of a batch run: --policy, --as-of, ...]
 
 Why micro-batches and not a continuous Beam source
 --------------------------------------------------
@@ -21,8 +21,15 @@ before it renames a file into place) to the end of the publish of its Parquet.
 Loop
 ----
 Closed files are the regular files in LANDING whose names do not start with
-'.' or '_' and end in .ndjson or .ndjson.gz; a producer writes elsewhere (e.g.
-LANDING/.incoming/) and renames a finished file into LANDING. Oldest first (by
+'.' or '_' and end in .ndjson, .ndjson.gz, .jsonl or .jsonl.gz; a producer writes
+elsewhere (e.g. LANDING/.incoming/) and renames a finished file into LANDING. A
+file is claimed only when complete (see pipeline/claim.py): unchanged for
+--settle-seconds (default 2) and ending in a newline (gzip: a whole member), so a
+producer appending in place is not cut short. A claimed file that changes while
+its batch reads it fails that run (nothing is published) and the batch is run
+again once the file has settled; one that grows after its batch was published has
+the added bytes landed again as a new file (<name>.rest-<batch_id>.ndjson); one
+rewritten or cut after it was read stops the watcher with exit 1. Oldest first (by
 mtime, then name), at most --max-files-per-batch files are claimed by renaming
 them into LANDING/_processing/<batch_id>/, run with `--append` into DIR (each
 run's files carry its run id, its report goes to DIR/_reports/<run_id>.json),
@@ -88,12 +95,14 @@ import uuid
 from datetime import UTC, datetime
 from statistics import mean, median
 
+from pipeline.claim import Settler, after_run
+
 PROCESSING = "_processing"
 DONE = "_done"
 LEDGER = "_ledger.jsonl"
 LANDING_LOCK = "_watch.lock"
 OUTPUT_LOCK = ".watch.lock"
-SUFFIXES = (".ndjson", ".ndjson.gz")
+SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 SLEEP_SLICE = 0.1
 REPORTS = "_reports"
 
@@ -146,6 +155,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--idle-timeout", "--idle_timeout", dest="idle_timeout", type=float, default=None)
     ap.add_argument("--poll-interval", "--poll_interval", dest="poll_interval", type=float, default=1.0)
     ap.add_argument("--max-files-per-batch", "--max_files_per_batch", dest="max_files", type=int, default=50)
+    ap.add_argument("--settle-seconds", "--settle_seconds", dest="settle_seconds", type=float, default=2.0)
     args, rest = ap.parse_known_args(argv)
     for arg in rest:
         if arg == "--input" or arg.startswith("--input="):
@@ -156,6 +166,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         raise WatchConfigError(f"--poll-interval {args.poll_interval}: must be > 0")
     if args.max_files < 1:
         raise WatchConfigError(f"--max-files-per-batch {args.max_files}: must be >= 1")
+    if not args.settle_seconds >= 0:
+        raise WatchConfigError(f"--settle-seconds {args.settle_seconds}: must be >= 0")
     return args, [a for a in rest if a != "--append"]
 
 
@@ -197,7 +209,8 @@ class _Lock:
 
 class Watcher:
     def __init__(self, landing: str, output: str, extra: list[str], idle_timeout: float | None,
-                 poll_interval: float, max_files: int) -> None:
+                 poll_interval: float, max_files: int, settle_seconds: float = 2.0) -> None:
+        self.settler = Settler(settle_seconds)
         self.landing = os.path.realpath(landing)
         self.output = os.path.realpath(output)
         self.extra = extra
@@ -383,8 +396,44 @@ class Watcher:
 
     def process(self, batch_id: str, files: list[str]) -> bool:
         """Run one batch; False when the watcher must stop (the batch stays in _processing)."""
+        while True:
+            outcome = self._process(batch_id, files)
+            if not isinstance(outcome, list):
+                return outcome
+            # The run failed because a file changed while it was read: nothing was published.
+            self.log(f"watch: batch {batch_id}: {', '.join(outcome)} changed while it was read (a producer still "
+                     "writing?): nothing was published; the batch runs again once its files have settled")
+            if not self.wait_settled(files):
+                self.exit_code = self.exit_code or 1
+                return False
+
+    @staticmethod
+    def _state(path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def wait_settled(self, files: list[str]) -> bool:
+        """Wait until every file of a claimed batch is complete again; False when asked to stop."""
+        settler = Settler(self.settler.settle)
+        while not self.stop_requested:
+            ready, _, stuck = settler.sort(files)
+            if len(ready) == len(files):
+                return True
+            for path in settler.newly_stuck(stuck):
+                self.log(f"watch: {path}: unchanged for {settler.settle:g}s but it does not end in a newline "
+                         "(gzip: a whole member); waiting for the producer to finish it")
+            self._sleep(self.poll_interval)
+        return False
+
+    def _process(self, batch_id: str, files: list[str]) -> bool | list[str]:
+        """Run one batch once; the names of the files that changed when the run failed because of
+        that (it then published nothing)."""
         from pipeline.run import run_files
 
+        states = {f: self._state(f) for f in files}
         infos = [self.file_info(f) for f in files]
         captured = io.StringIO()
         started = time.time()
@@ -397,13 +446,17 @@ class Watcher:
             self.exit_code = 1
             return False
         ended = time.time()
-        report = self.find_report(files) if code in (0, 1) else None
+        report = self.find_report(files) if code in (0, 1, 3) else None
+        changed = [os.path.basename(f) for f in files if self._state(f) != states[f]]
+        if report is None and code == 1 and changed:
+            return changed
         if report is None:
             self.log(f"watch: batch {batch_id}: the run exited {code} without committing all of it; its files stay in "
                      f"{PROCESSING}/{batch_id}/\n{captured.getvalue().strip()}")
             self.exit_code = code or 1
             return False
         entry = self.ledger_entry(batch_id, infos, report, code, started, ended)
+        problems = self.check_after_run(batch_id, files, report, entry)
         self.append_ledger(entry)
         self.move_done(batch_id, files)
         self.count(entry)
@@ -412,11 +465,42 @@ class Watcher:
         print(f"batch {batch_id}: {len(files)} files, {entry['records_in']} records in, {entry['records_out']} out "
               f"({entry['dropped']} dropped, {entry['quarantined']} quarantined) in {entry['run_seconds']:.1f}s; "
               f"latency {lat['mean']:.1f}s (max {lat['max']:.1f}s)", flush=True)
-        if code != 0:
+        if code == 3:
+            if self.exit_code == 0:
+                self.exit_code = 3
+            self.log(f"watch: batch {batch_id}: PARTIAL INPUT, part of its files could not be read (exit 3):\n"
+                     f"{captured.getvalue().strip()}")
+        elif code != 0:
             self.exit_code = 1
             self.log(f"watch: batch {batch_id}: report identity does not hold (exit {code}):\n"
                      f"{captured.getvalue().strip()}")
+        if problems:
+            self.exit_code = 1
+            return False
         return True
+
+    def check_after_run(self, batch_id: str, files: list[str], report: dict, entry: dict) -> list[str]:
+        """Claimed files that changed after the run read them (its report has what it read): bytes
+        appended at a record boundary are landed again as a new file; any other change is named
+        in the ledger entry and returned (the watcher stops: the output may miss data)."""
+        read = report.get("input_files") or {}
+        problems = []
+        for path in files:
+            was = read.get(path)
+            if was is None:
+                continue
+            what, detail = after_run(path, (was["size"], was["mtime_ns"]), self.landing, batch_id)
+            if what == "appended":
+                entry.setdefault("appended_after_read", []).append({"name": os.path.basename(path), "rest": detail})
+                self.log(f"watch: {os.path.basename(path)} grew after batch {batch_id} read it: the bytes added "
+                         f"are landed again as {detail}")
+            elif what == "changed":
+                problems.append(f"{os.path.basename(path)}: {detail}")
+        if problems:
+            entry["changed_after_read"] = problems
+            self.log(f"watch: batch {batch_id}: ERROR: {'; '.join(problems)}; the published output holds what was "
+                     "read before; stopping")
+        return problems
 
     # ---------------------------------------------------------------- main loop
 
@@ -465,8 +549,15 @@ class Watcher:
                     return self.exit_code
                 current = None
             last_activity = time.monotonic()
+            stuck: list[str] = []
             while not self.stop_requested:
-                paths = list_closed(self.landing)
+                ready, waiting, stuck = self.settler.sort(list_closed(self.landing))
+                for path in self.settler.newly_stuck(stuck):
+                    self.log(f"watch: {path}: unchanged for {self.settler.settle:g}s but it does not end in a "
+                             "newline (gzip: a whole member): not claimed until it does")
+                if waiting:
+                    last_activity = time.monotonic()  # a producer is still writing
+                paths = ready
                 if paths:
                     claimed = self.claim(paths[: self.max_files])
                     if claimed:
@@ -476,9 +567,14 @@ class Watcher:
                         current = None
                     last_activity = time.monotonic()
                     continue
-                if self.idle_timeout is not None and time.monotonic() - last_activity >= self.idle_timeout:
+                if (self.idle_timeout is not None and not waiting
+                        and time.monotonic() - last_activity >= self.idle_timeout):
                     break
                 self._sleep(self.poll_interval)
+            if stuck:
+                self.log(f"watch: PARTIAL INPUT: {len(stuck)} file(s) left unclaimed, incomplete: "
+                         + ", ".join(os.path.basename(p) for p in stuck))
+                self.exit_code = self.exit_code or 3
             return self.exit_code
         except KeyboardInterrupt:
             self.log(f"watch: aborted; batch {current} stays in {PROCESSING}/ and is run again on the next start"
@@ -520,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
             print("warning: no --pseudonym-key-file: every micro-batch uses its own random key, so pseudonyms "
                   "of different batches cannot be joined", file=sys.stderr)
         os.makedirs(landing, exist_ok=True)
-        watcher = Watcher(landing, output, extra, args.idle_timeout, args.poll_interval, args.max_files)
+        watcher = Watcher(landing, output, extra, args.idle_timeout, args.poll_interval, args.max_files,
+                          args.settle_seconds)
         return watcher.run()
     except (WatchConfigError, ConfigError, PolicyError, WithdrawalsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -153,3 +155,16 @@ def test_readers_see_the_current_version(data):
     eea = pl.scan_delta(str(data / "url_visit")).filter(pl.col("user_region") == "EEA").collect().height
     assert eea == duckdb.sql(f"SELECT count(*) FROM read_parquet('{data}/url_visit/**/*.parquet', "
                              "hive_partitioning = true) WHERE user_region = 'EEA'").fetchone()[0] > 0
+
+
+def test_maintain_refuses_while_a_run_is_alive(data, capsys):
+    (data / ".staging-live").mkdir()
+    fd = os.open(data / ".staging-live" / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a run holds its staging lock while it lives
+    versions = {n: DeltaTable(str(data / n)).version() for n in list_tables(str(data))}
+    try:
+        assert maintain_main(["--data", str(data), "--as-of", "2030-01-01T00:00:00Z"]) == 1
+    finally:
+        os.close(fd)
+    assert "a run is writing into it" in capsys.readouterr().err
+    assert {n: DeltaTable(str(data / n)).version() for n in list_tables(str(data))} == versions

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import hmac
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -255,6 +257,27 @@ def test_erase_expires_old_log_entries_that_hold_the_pseudonym(data, device_id, 
     assert code == 0 and "old log file(s) holding the pseudonyms expired" in stdout, err
     assert leaks(data, needles(device_id)) == []
     assert DeltaTable(str(data / "url_visit")).to_pyarrow_table().num_rows == table.num_rows - len(rows)
+
+
+def test_erase_waits_for_a_live_run_and_removes_a_dead_runs_staging(data, device_id, capsys):
+    rows = direct_rows(data, device_id)["url_visit"]
+    live, dead = data / ".staging-live", data / ".staging-dead"
+    for d in (live, dead):
+        d.mkdir()
+        (d / ".lock").touch()
+        pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(DeltaTable(str(data / "url_visit")).schema()
+                                                                    .to_arrow())), d / "staged.parquet")
+    fd = os.open(live / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a run holds its staging lock while it lives
+    before = versions(data)
+    code, _, err = run_subject(capsys, *erase_args(data, device_id))
+    assert code == 1 and "a run is writing into it (.staging-live)" in err and err.count("\n") == 1
+    assert versions(data) == before
+    os.close(fd)  # the run ended (killed): its staging directory is garbage holding pseudonyms
+    code, _, err = run_subject(capsys, *erase_args(data, device_id))
+    assert code == 0, err
+    assert not live.exists() and not dead.exists()
+    assert leaks(data, needles(device_id)) == []
 
 
 def test_erase_moves_nothing_for_an_unknown_id(data, capsys):

@@ -1,0 +1,87 @@
+"""Producer retries across runs: rows already committed to the output are not written again.
+
+Within a run, copies of one `(device_id, event_id)` meet in their partition and the first in
+input order is kept (`transforms.records.first_copies`). An appending run (`--append`, every
+`--watch` micro-batch) also looks up the rows already committed in the same table and
+partition (type, `user_region`, `event_date`: a retry carries the event's own time and
+country, so it lands in its original's partition) and drops a row whose
+`(device_id_pseudonym, event_id)` is there as `duplicate`, whenever its copy arrives.
+
+State: none of its own. The committed tables are the state, so it is always consistent
+with what is committed (a run that failed before its commit added nothing to look up).
+What a run holds is the keys of one partition's committed rows at a time, in Arrow's
+hash table (64-bit hashes and the keys), and only the two columns are read from the
+partition's files. Measured on 1M records: docs/input.md.
+
+Horizon: as long as the original row is in the table, i.e. the type's retention (rows
+past it are removed or locked at rest by `maintain`; a locked row is looked up in the
+`_locked` table of its type). Pseudonyms are comparable across runs only under the same
+`--pseudonym-key-file`: with a random per-run key nothing is found (the summary says that
+pseudonyms are not linkable across runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.tables import QUARANTINE
+
+DEVICE = "device_id_pseudonym"
+EVENT = "event_id"
+Partition = tuple[str, str, str]  # table ("<type>" or "_locked/<type>"), user_region, event_date
+
+
+def row_keys(table: pa.Table) -> pa.Array:
+    """`device_id_pseudonym` NUL `event_id` per row: the key a retry repeats."""
+    joined = pc.binary_join_element_wise(table.column(DEVICE), table.column(EVENT), "\x00")
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+
+
+def committed_keys(files: Iterable[str], filesystem=None) -> pa.Array:
+    """Keys of the committed rows in these files (only the two columns are read)."""
+    tables = [pq.read_table(path, columns=[DEVICE, EVENT], filesystem=filesystem) for path in files]
+    return row_keys(pa.concat_tables(tables)) if tables else pa.array([], pa.string())
+
+
+def drop_committed(rows: pa.Table, keep: pa.Array, files: list[str], filesystem=None) -> tuple[pa.Array, int]:
+    """(`_origin` of the rows to write, how many were dropped because they are committed already).
+    `rows`: `_origin` and the two key columns of this run's rows of one partition; `keep`:
+    the `_origin`s kept within the run. Arrow's `is_in` holds the committed keys in a hash
+    table (64-bit hashes and the keys) for the one partition."""
+    if not files:
+        return keep, 0
+    seen = pc.fill_null(pc.is_in(row_keys(rows), value_set=committed_keys(files, filesystem), skip_nulls=True), False)
+    seen = seen.to_numpy(zero_copy_only=False)
+    origins = rows.column("_origin").to_numpy()
+    kept = np.isin(origins, keep.to_numpy(zero_copy_only=False))
+    n = int((kept & seen).sum())
+    if not n:
+        return keep, 0
+    return pa.array(origins[kept & ~seen], pa.int64()), n
+
+
+def committed_partition_files(output, skip: Iterable[str] = ()) -> dict[Partition, list[str]]:
+    """The committed data files of every partition of the output's type and locked tables, at
+    the version the run opened (`commit.Output.open`), as paths relative to the output. For an
+    appending run: only these are looked up (files on disk outside the table's version, of
+    killed runs or replaced versions, are not). `skip`: tables this run committed already (a
+    resumed run, `commit.Plan.done`): their rows are its own, and are not committed again."""
+    found: dict[Partition, list[str]] = {}
+    skip = set(skip)
+    for name, table in output.tables.items():
+        if table is None or name == QUARANTINE or name in skip:
+            continue
+        actions = pa.table(table.get_add_actions(flatten=True))
+        if not actions.num_rows:
+            continue
+        paths = actions.column("path").to_pylist()
+        regions = actions.column("partition.user_region").to_pylist()
+        dates = actions.column("partition.event_date").to_pylist()
+        for path, region, date in zip(paths, regions, dates, strict=True):
+            found.setdefault((name, region, date), []).append(f"{name}/{path}")
+    return found
