@@ -12,13 +12,14 @@ setup(
     description="Apache Beam pipeline that makes an endpoint-security privacy policy true for telemetry.",
     python_requires=">=3.11",
     packages=["pipeline", "transforms", "schemas"],
-    package_data={"schemas": ["*.json"]},
+    package_data={"schemas": ["*.json", "*.toml", "*.txt"]},
     install_requires=[
         "apache-beam>=2.60,<3",
         "pyarrow>=14,<23",
         "orjson>=3.9,<4",
         "tldextract>=5,<6",
         "deltalake>=1.1,<2",
+        "google-re2>=1.1,<2",
     ],
     extras_require={
         "test": [

@@ -64,12 +64,11 @@ of files:
 So every landed file is committed exactly once and appears once in the ledger.
 
 Duplicates: producer retries (same device_id and event_id) are removed within a
-run, i.e. within one micro-batch. There is no de-duplication across
-micro-batches: a retry that lands in a later batch than its original is
-written again (the rows are identical, and each batch report's dropped/duplicate
-counts only what that batch removed). Consumers that need at-most-once rows
-de-duplicate on (device_id_pseudonym, event_id), or re-run a batch job over
-LANDING/_done/ periodically.
+run, and every micro-batch, being an appending run, also drops the rows already
+committed to the output (pipeline/dedupe.py): a retry that lands in a later batch
+than its original is not written again, so the output equals a batch run over the
+same files. Pseudonyms, and so this look-up, match across batches only with
+--pseudonym-key-file.
 
 For message sources (Pub/Sub, Kafka) on a runner that fires windows while the
 source runs (Dataflow, Flink), see `python -m pipeline stream`; this module is

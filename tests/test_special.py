@@ -61,3 +61,41 @@ def test_prefilter_never_misses_a_line_with_a_special_key(matcher):
     assert not matcher.may_contain(orjson.loads(line), line)  # second time from the known-names set
     line = b'{"data":{"a":{"b":1}}}'  # a deeper object: "maybe", the caller walks it
     assert matcher.may_contain(orjson.loads(line), line)
+
+
+_DISGUISED = [
+    ("r\u0435ligion", "religion"), ("\u0440olitical_opinion", "political_opinion"),   # Cyrillic е, р
+    ("\u0397\u0399V", "health"), ("\u03b5thnicity", "racial_or_ethnic_origin"),        # Greek Η Ι, ε
+    ("\u029c\u1d07\u1d00\u029f\u1d1b\u029c", "health"),                                 # small capitals
+    ("ｈｅａｌｔｈ", "health"), ("h3alth", "health"), ("r3l1gion", "religion"), ("b10metric", "biometric"),
+    ("h.e.a.l.t.h", "health"), ("r_e_l_i_g_i_o_n", "religion"), ("trade.union", "trade_union"),
+    ("politicalopinion", "political_opinion"), ("HIV", "health"), ("diagnoses", "health"),
+    ("medication", "health"), ("pregnancy", "health"), ("disability", "health"), ("gay", "sexual_orientation"),
+    ("transgender", "sexual_orientation"), ("ethnie", "racial_or_ethnic_origin"), ("Rasse", "racial_or_ethnic_origin"),
+    ("iris", "biometric"), ("retina", "biometric"), ("voiceprint", "biometric"), ("genotype", "genetic"),
+    ("church", "religion"), ("Schwangerschaft", "health"), ("medicijnen", "health"), ("kirche", "religion"),
+]
+
+
+@pytest.mark.parametrize("key, category", _DISGUISED)
+def test_disguised_special_names_match(matcher, key, category):
+    """Issue 13 class 7: look-alike letters (UTS #39 skeleton), digits for letters, dotted or glued
+    spellings and terms of more categories and languages."""
+    assert matcher.category_of(key) == category
+
+
+@pytest.mark.parametrize("key", ["sha256", "os_version", "is_executable", "signal_dbm", "exception_code",
+                                 "stack_hash", "install_path", "captive_portal", "accuracy_m", "parent_pid",
+                                 "diagnostics_level", "union_id", "hive_key", "ratio", "grace_period"])
+def test_ordinary_names_stay_ordinary_on_their_skeleton(matcher, key):
+    assert matcher.category_of(key) is None
+
+
+def test_a_dropped_disguised_field_is_counted_as_special_at_any_depth(ctx):
+    from transforms.records import sanitize_lines
+    rec = {"schema_version": 1, "type": "wifi", "event_id": "e-1", "device_id": "D-1", "ts": "2026-11-20T10:04:05Z",
+           "consent": {"eula": True, "ksn": True}, "h\u0435alth": "x",
+           "data": {"security": "WPA2", "r3ligion": "y", "extra": {"HIV": "z"}}}
+    result = sanitize_lines(ctx, "t", 0, [(1, orjson.dumps(rec))])
+    assert result.stats["fields_removed/special_category"] == 3
+    assert result.stats["fields_removed/not_allowed"] == 1      # `extra`, the object around HIV

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from schemas.policy import CONSENT_FLAGS, TIMESTAMP, FieldRule, Policy, TypePolicy, load_policy
-from transforms.fields import _SCRUB_TRIGGER_LOWER, TIME_PARSERS, parse_rfc3339
+from transforms.fields import TIME_PARSERS, parse_rfc3339
 from transforms.records import (
     HIDDEN_COLUMNS,
     ORIGIN_LINE_BITS,
@@ -490,12 +490,10 @@ def _distinct(ctx: SanitizeContext, rule: FieldRule, values: pa.Array,
 
 
 def _text(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array]) -> pa.Array:
-    """`text`: ASCII values without a scrub trigger are kept as they are (what
-    FieldEngine._plain_text does); only the others are looked at value by value."""
+    """`text`: values the free-text rule provably leaves unchanged (FieldEngine.clean_mask, RE2
+    kernels over the whole column) are kept as they are; the others go value by value."""
     values = values.cast(pa.string())
-    plain = pc.and_(pc.string_is_ascii(values),
-                    pc.invert(pc.match_substring_regex(pc.ascii_lower(values), _SCRUB_TRIGGER_LOWER.pattern)))
-    needs = pc.fill_null(pc.invert(plain), False)
+    needs = pc.and_(pc.is_valid(values), pc.invert(ctx.engine.clean_mask(values)))
     if not pc.any(needs).as_py():
         return values
     subset = pc.if_else(needs, values, pa.scalar(None, pa.string()))

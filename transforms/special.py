@@ -10,17 +10,78 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
-_PREFIX_MIN = 6
-_UNSEEN = object()  # terms this long also match as a word prefix ("religio" -> "religious")
+_PREFIX_MIN = 6  # terms this long also match as a word prefix ("religio" -> "religious")
+_UNSEEN = object()
+_NGRAM_MAX = 4
+_CONFUSABLES_FILE = Path(__file__).resolve().parent.parent / "schemas" / "confusables.txt"
+# Digits and symbols read as letters, and the letters a look-alike could stand for: both sides of a
+# comparison are brought to this "loose" form, so `h3alth`, `hea1th` and `heaIth` all read `heaith`.
+_LOOSE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "l": "i"})
+
+
+def _load_confusables() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for line in _CONFUSABLES_FILE.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            code, _, letter = line.partition(";")
+            table[int(code, 16)] = letter
+    return table
+
+
+_CONFUSABLES = _load_confusables()
+
+
+def skeleton(key: str) -> str:
+    """`key` in ASCII letters where a character only looks like one (UTS #39 confusables:
+    Cyrillic `е`, Greek `Ι`, small capital `ʜ` ...), compatibility forms folded (NFKC: full-width,
+    mathematical letters), accents removed; other characters are dropped. Case is kept for words."""
+    out = []
+    for ch in unicodedata.normalize("NFKC", key):
+        if ch.isascii():
+            out.append(ch)
+            continue
+        mapped = _CONFUSABLES.get(ord(ch))
+        if mapped is None:
+            mapped = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+            if not mapped:
+                mapped = _CONFUSABLES.get(ord(ch.lower()), "")
+            out.append(mapped)
+        else:
+            out.append(mapped.upper() if ch.isupper() and not ch.islower() else mapped)
+    return "".join(out)
 
 
 def words(key: str) -> list[str]:
-    """`healthStatus` / `health-status` / `Santé_Données` -> ['health', 'status'] ... accents removed."""
-    plain = unicodedata.normalize("NFKD", key).encode("ascii", "ignore").decode()
-    return [w for w in _SPLIT.split(_CAMEL.sub("_", plain).lower()) if w]
+    """`healthStatus` / `health-status` / `Santé_Données` / `hеalth` (Cyrillic е) -> ['health', ...]."""
+    return [w for w in _SPLIT.split(_CAMEL.sub("_", skeleton(key)).lower()) if w]
+
+
+def loose(word: str) -> str:
+    """Digits for letters and l/i look-alikes folded: `h3a1th` -> `heaith`, `health` -> `heaith`."""
+    return word.translate(_LOOSE)
+
+
+def _candidates(ws: list[str]) -> list[str]:
+    """Forms a category term is looked for in: each word, runs of single letters joined
+    (`h.e.a.l.t.h`), neighbouring words joined up to four (`trade.union`), all words joined."""
+    forms = list(ws)
+    run: list[str] = []
+    for w in [*ws, ""]:
+        if len(w) == 1:
+            run.append(w)
+            continue
+        if len(run) > 1:
+            forms.append("".join(run))
+        run = []
+    for size in range(2, _NGRAM_MAX + 1):
+        forms.extend("".join(ws[i:i + size]) for i in range(len(ws) - size + 1))
+    if 1 < len(ws) <= 12:
+        forms.append("".join(ws))
+    return list(dict.fromkeys(loose(f) for f in forms))  # in a fixed order: the first category found wins
 
 
 class SpecialCategoryMatcher:
@@ -31,7 +92,7 @@ class SpecialCategoryMatcher:
         self._prefix: list[tuple[str, str]] = []
         for category, terms in categories.items():
             for term in terms:
-                norm = "".join(words(term))
+                norm = loose("".join(words(term)))
                 self._exact.setdefault(norm, category)
                 if len(norm) >= _PREFIX_MIN:
                     self._prefix.append((norm, category))
@@ -43,12 +104,8 @@ class SpecialCategoryMatcher:
         hit = self._cache.get(key, _UNSEEN)
         if hit is not _UNSEEN:
             return hit
-        ws = words(key)
         found = None
-        candidates = set(ws)
-        for size in (2, 3):
-            candidates.update("".join(ws[i:i + size]) for i in range(len(ws) - size + 1))
-        for cand in candidates:
+        for cand in _candidates(words(key)) if isinstance(key, str) else ():
             found = self._exact.get(cand)
             if found:
                 break

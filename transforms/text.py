@@ -56,6 +56,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 
+from transforms.secrets import SecretSweep, default_sweep, is_safe_token, join_userinfo
+
 REDACTED = "[REDACTED]"
 PSEUDONYM_PREFIX = "pz-"
 
@@ -1126,22 +1128,46 @@ def scrub_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer) -> tuple
     return _scrub(text, pseudonym, reduce_url)
 
 
+def scrub_free_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer,
+                    sweep: SecretSweep | None = None) -> tuple[str, int]:
+    """The free-text rule every kept string goes through: URL user info split by white space is
+    joined, `scrub_text` applies the rules above, then the secret rule set (transforms/secrets.py)
+    removes known token formats, secrets given to tools and opaque URLs' payloads.
+    A single plain token (`is_safe_token`) skips `scrub_text`, which provably leaves it as it is."""
+    if not isinstance(text, str):
+        text = str(text)
+    if not text:
+        return text, 0
+    sweep = sweep or default_sweep()
+    if is_safe_token(text):
+        out, n = text, 0
+    else:
+        out, n = join_userinfo(text), 0
+        if ":" in out or "\uff1a" in out:        # every opaque URL rule needs the scheme's colon
+            out, n = sweep.opaque_urls.sweep(out)
+        out, k = scrub_text(out, pseudonym, reduce_url)
+        n += k
+    out, m = sweep.sweep(out)
+    return out, n + m
+
+
 class TextScrubber:
-    """`scrub_text` with the run's pseudonymizer and URL reducer, cached per unique text.
+    """`scrub_free_text` with the run's pseudonymizer and URL reducer, cached per unique text.
 
     Picklable: the cache is not shipped to workers.
     """
 
-    def __init__(self, pseudonym: Pseudonym, reduce_url: UrlReducer) -> None:
+    def __init__(self, pseudonym: Pseudonym, reduce_url: UrlReducer, sweep: SecretSweep | None = None) -> None:
         self.pseudonym = pseudonym
         self.reduce_url = reduce_url
+        self.sweep = sweep or default_sweep()
         self._cache: dict[str, tuple[str, int]] = {}
 
     def __call__(self, text: str) -> tuple[str, int]:
         hit = self._cache.get(text)
         if hit is not None:
             return hit
-        out = scrub_text(text, self.pseudonym, self.reduce_url)
+        out = scrub_free_text(text, self.pseudonym, self.reduce_url, self.sweep)
         if len(text) <= _CACHE_MAX_TEXT:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()

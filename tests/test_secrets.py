@@ -1,0 +1,299 @@
+"""Free text: the secret rule set (schemas/secrets.toml), the clean-value proof and the leak corpus."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transforms.secrets import (
+    REDACTED,
+    SecretRulesError,
+    SecretSweep,
+    is_safe_token,
+    join_userinfo,
+    load_rules,
+    looks_random,
+)
+from transforms.text import scrub_free_text, scrub_text
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import leak_check  # noqa: E402
+
+
+def _pz(kind: str, value: str) -> str:
+    return "0123456789abcdef0123456789abcdef"
+
+
+def _url(url: str) -> str:
+    return "https://h.example"
+
+
+def scrub(text: str) -> str:
+    return scrub_free_text(text, _pz, _url)[0]
+
+
+@pytest.fixture(scope="module")
+def sweep() -> SecretSweep:
+    return SecretSweep()
+
+
+@pytest.mark.parametrize("text, secret", [
+    # 1: token formats alone (synthetic values of the documented shapes)
+    ("AKIAZQ7D3F5H2J4K6L8M", "ZQ7D3F5H2J4K6L8M"),
+    ("sync ghp_Zq01234567890abcdefABCDEFghijklmnopq", "Zq01234567890abcdef"),
+    ("github_pat_11ZQ0123456789abcdefgh_ZqAbCdEf0123456789ZqAbCdEf0123456789ZqAbCdEf0123456789Zq", "ZqAbCdEf"),
+    ("glpat-Zq0123456789abcdeFGH", "Zq0123456789"),
+    ("xoxb-123456789012-1234567890123-ZqAbCdEfGhIjKlMnOpQrStUv", "ZqAbCdEf"),
+    ("charge sk_live_Zq0123456789abcdefABCDEF", "Zq0123456789"),
+    ("sk-Zq0123456789abcdefABCDEF0123456789abcdefABCDEF", "Zq0123456789"),
+    ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ6cSJ9.Zq0123456789abcdefABCDEFghij", "Zq0123456789"),
+    ("-----BEGIN EC PRIVATE KEY-----\nZqAbCdEf0123456789\n-----END EC PRIVATE KEY-----", "ZqAbCdEf"),
+    ("-----BEGIN PRIVATE KEY-----\nZqAbCdEf0123456789 (cut off)", "ZqAbCdEf"),
+    ("Basic enF1c2VyOlpxUzNjcmV0", "enF1c2VyOlpxUzNjcmV0"),
+    ("key Zq7mK2pQ9xL4vN8bR3tW6yH1cF5gJ0dS", "Zq7mK2pQ9xL4vN8bR3tW6yH1cF5gJ0dS"),
+    # 2: tools and spellings
+    ("curl -U zqproxy:ZqS3cretPw -x http://proxy.example:3128 https://h.example/", "ZqS3cretPw"),
+    ("ldapsearch -x -D cn=admin -w ZqS3cretPw -b dc=example", "ZqS3cretPw"),
+    ("htpasswd -b /etc/htpasswd zqbob ZqS3cretPw", "ZqS3cretPw"),
+    ("vault login ZqS3cretPw", "ZqS3cretPw"),
+    ("echo ZqS3cretPw | docker login --password-stdin -u zqbob registry.example", "ZqS3cretPw"),
+    ("heroku auth:token ZqS3cretPw", "ZqS3cretPw"),
+    ("app /key ZqS3cretPw", "ZqS3cretPw"),
+    ("app -k ZqS3cretPw", "ZqS3cretPw"),
+    ("sqlplus scott/ZqS3cretPw@ORCL", "ZqS3cretPw"),
+    ("runas /user:CORP\\zqadmin cmd & echo ZqS3cretPw", "ZqS3cretPw"),
+    ("Passwort=ZqS3cretPw", "ZqS3cretPw"), ("wachtwoord=ZqS3cretPw", "ZqS3cretPw"),
+    ("mot_de_passe=ZqS3cretPw", "ZqS3cretPw"), ("contraseña=ZqS3cretPw", "ZqS3cretPw"),
+    # 3: the README's forms in a `text` field: no trigger character is needed any more
+    ("mysql -u root -pZqS3cretPw", "ZqS3cretPw"),
+    # 4: URLs in free text
+    ("https://zqalice:\nZqS3cretPw@h.example/", "zqalice"),
+    ("https://zqalice:\nZqS3cretPw@h.example/", "ZqS3cretPw"),
+    ("data:text/plain;base64,ZqS3cretPw", "ZqS3cretPw"),
+    ("javascript:void(fetch('/t?ZqS3cretPw'))", "ZqS3cretPw"),
+    ("about:blank#ZqS3cretPw", "ZqS3cretPw"),
+    ("ms-settings:ZqS3cretPw", "ZqS3cretPw"),
+    ("mailto:zqalice@example.com?subject=ZqS3cretPw", "ZqS3cretPw"),
+])
+def test_secret_is_removed(text, secret):
+    out = scrub(text)
+    assert secret not in out, out
+    assert REDACTED in out or out.endswith(":") or "h.example" in out
+
+
+@pytest.mark.parametrize("text", [
+    "C:\\Windows\\System32\\svchost.exe -k netsvcs -p", "curl -k https://h.example", "sort -k 2 file.txt",
+    "Visual Basic Compiler", "HEUR:Trojan-Ransom.Win32.Generic", "Trojan.Win32.Agent.abcd", "KIS 21.3.10.391",
+    "Kaspersky Internet Security", "chrome", "WPA2", "e-0ed99531985d",
+    "3e7d1bfbc7a2ea20b2f14c942e05319acb5c74273f98e2774cbd87ad5c90a958",
+    "Microsoft.Windows.Photos_2021.21090.10008.0_x64__8wekyb3d8bbwe", "about the product",
+    "Mozilla/5.0 (Windows NT 10.0)",
+])
+def test_ordinary_text_survives(text):
+    assert scrub(text) == text
+
+
+def test_opaque_url_keeps_only_its_scheme():
+    assert scrub("open about:blank#tok now") == "open about: now"
+    assert scrub("mailto:zqbob@example.com?subject=x") == "mailto:"
+
+
+def test_user_info_split_by_white_space_is_joined():
+    assert join_userinfo("x https://a:\nb@h.example/ y") == "x https://a:b@h.example/ y"
+    assert join_userinfo("x https://a\r\n:b@h.example/") == "x https://a:b@h.example/"
+    # two things, not user info: a blank and no colon
+    two = "see https://example.com and bob@corp.example"
+    assert join_userinfo(two) == two
+
+
+def test_entropy_check_takes_random_tokens_not_words():
+    assert looks_random("Zq7mK2pQ9xL4vN8bR3tW6yH1cF5gJ0dS")
+    assert not looks_random("Trojan-Ransom-Win32-WannaCryVariant")
+    assert not looks_random("3e7d1bfbc7a2ea20b2f14c942e05319acb5c74273f98e2774cbd87ad5c90a958")  # a hash: no upper case
+    assert not looks_random("550E8400-E29B-41D4-A716-446655440000")
+
+
+def test_rule_file_errors_name_the_rule(tmp_path):
+    bad = tmp_path / "s.toml"
+    bad.write_text("[[rule]]\nid = 'x'\nkind = 'context'\nregex = 'abc'\n")
+    with pytest.raises(SecretRulesError, match="rule x: a context rule needs a group"):
+        load_rules(bad)
+    bad.write_text("[[rule]]\nid = 'y'\nkind = 'token'\nregex = '(?<=a)b'\n")
+    with pytest.raises(SecretRulesError, match="rule y: regex does not compile with RE2"):
+        load_rules(bad)
+    bad.write_text("[[rule]]\nid = 'z'\nkind = 'token'\nregex = 'a'\nflavour = 1\n")
+    with pytest.raises(SecretRulesError, match="rule z: unknown keys"):
+        load_rules(bad)
+
+
+def test_every_rule_finds_something_in_the_leak_corpus(sweep):
+    """No dead rule: each rule of the file is hit by at least one planted value or example."""
+    planted, _, _ = leak_check.build_corpus(seed=3, sample=3)
+    texts = set()
+    for _cls, _name, _rtype, _field, line, _cores in planted:
+        texts.add(line.decode("unicode_escape", "replace"))
+    hit = set()
+    for text in texts:
+        hit.update(rule for *_, rule in sweep.findings(text))
+    unused = {r.id for r in sweep.rules} - hit
+    # formats the corpus does not plant (other providers): each has a synthetic example here
+    examples = {
+        "gitlab-runner-registration": "GR1348941Zq0123456789abcdefgh",
+        "slack-webhook": "hooks.slack.com/services/T0/B0/Zq01",
+        "stripe-webhook-secret": "whsec_Zq0123456789abcdefAB",
+        "private-key-body": "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAA",
+        "google-oauth-token": "ya29.Zq0123456789abcdefghij",
+        "azure-client-secret": "abc8Q~Zq0123456789abcdefghij0123456789ab",
+        "azure-sas-signature": "sig=Zq0123456789abcdefABCDEF%3D",
+        "pypi-token": "pypi-AgEIcHlwaS5vcmcZq0123456789abcdefghij",
+        "twilio-key": "SK0123456789abcdef0123456789abcdef",
+        "mailgun-key": "key-0123456789abcdef0123456789abcdef",
+        "square-token": "sq0atp-Zq0123456789abcdefghij",
+        "shopify-token": "shpat_0123456789abcdef0123456789abcdef",
+        "digitalocean-token": "dop_v1_" + "ab" * 32,
+        "huggingface-token": "hf_Zq0123456789abcdefghijABCDEFGHIJ",
+        "databricks-token": "dapi0123456789abcdef0123456789abcdef",
+        "age-secret-key": "AGE-SECRET-KEY-1" + "Q" * 58,
+        "telegram-bot-token": "123456789:AAZq0123456789abcdefghijABCDEFGHIJ",
+        "discord-bot-token": "MTAxZq0123456789abcdefgh.Zq01ab.Zq0123456789abcdefghijABCDEFG",
+        "atlassian-token": "ATATT3xFfGF0Zq0123456789abcdefghijABCDEFGHIJ0123",
+        "grafana-token": "glsa_Zq0123456789abcdefghijABCDEFGHIJ_01234567",
+        "postman-key": "PMAK-" + "a" * 24 + "-" + "b" * 34,
+        "doppler-linear-newrelic-heroku": "dp.pt.Zq0123456789abcdefghijABCDEFGHIJ0123",
+        "dropbox-token": "sl." + "Zq01" * 16,
+        "facebook-token": "EAAB" + "Zq01" * 16,
+        "bearer-token": "bearer Zq0123456789abcdefAB",
+        "cli-token-argument": "gh auth login --with-token Zq0123",
+        "connection-string-password": "Server=x;Pwd=Zq01;",
+    }
+    for rid, text in examples.items():
+        assert rid in {r for *_, r in sweep.findings(text)}, rid
+    assert unused - set(examples) == set()
+
+
+# A plain single token: the text rules provably leave it alone (`is_safe_token`), so it may skip them.
+_TOKEN_CHARS = st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+#-Ss1")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(_TOKEN_CHARS, min_size=1, max_size=40))
+def test_a_safe_token_is_left_alone_by_the_text_rules(token):
+    if is_safe_token(token):
+        assert scrub_text(token, _pz, _url) == (token, 0)
+
+
+_SAFE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+#-")
+
+
+def _needs_other_char(items) -> bool:
+    """Whether every match of the parsed regex `items` holds a character outside the safe token's set."""
+    import re._constants as c
+
+    for op, av in items:
+        if op is c.LITERAL and chr(av) not in _SAFE_CHARS:
+            return True
+        if op is c.IN and not any(o is c.NEGATE for o, _ in av):
+            chars = set()
+            for o, a in av:
+                if o is c.LITERAL:
+                    chars.add(chr(a))
+                elif o is c.RANGE:
+                    chars.update(chr(x) for x in range(a[0], a[1] + 1))
+                elif o is c.CATEGORY and a is c.CATEGORY_SPACE:
+                    chars.update(" \t\n\r\f\v")
+                else:
+                    chars.update(_SAFE_CHARS)       # unknown: assume it could be safe
+            if not chars & _SAFE_CHARS:
+                return True
+        if op is c.MAX_REPEAT or op is c.MIN_REPEAT:
+            low, _high, sub = av
+            if low >= 1 and _needs_other_char(sub):
+                return True
+        if op is c.SUBPATTERN and _needs_other_char(av[-1]):
+            return True
+        if op is c.BRANCH and all(_needs_other_char(branch) for branch in av[1]):
+            return True
+    return False
+
+
+def test_no_rule_can_match_a_short_safe_token():
+    """The proof behind SAFE_SHORT_TOKEN: token rules match 18+ characters, every other rule needs a
+    character a safe token never has (a blank, ':', '=', '/' ...)."""
+    import re._parser as sre_parse
+
+    global _SAFE_CHARS
+    for rule in load_rules():
+        parsed = sre_parse.parse(rule.regex)
+        if rule.kind == "token":
+            assert parsed.getwidth()[0] >= 18, rule.id
+        else:
+            assert _needs_other_char(list(parsed)), rule.id
+    # HEX_ID: lower-case hex identifiers; no rule but the entropy one (mixed case only) fits in them
+    saved = _SAFE_CHARS
+    try:
+        for chars in ("0123456789abcdef-",):
+            _SAFE_CHARS = set(chars)
+            for rule in load_rules():
+                if rule.check != "entropy":
+                    assert _needs_other_char(list(sre_parse.parse(rule.regex))), (rule.id, chars)
+    finally:
+        _SAFE_CHARS = saved
+    assert not looks_random("ae96c4bb-8996-4aee-a2a8-4a631655b47f" * 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(_TOKEN_CHARS, min_size=1, max_size=17))
+def test_a_short_safe_token_is_clean(token):
+    from transforms.secrets import SAFE_SHORT_TOKEN
+
+    if is_safe_token(token) and re.fullmatch(SAFE_SHORT_TOKEN, token):
+        assert scrub(token) == token
+
+
+def test_the_vectorised_proof_agrees_with_value_by_value(ctx):
+    """FieldEngine.clean_mask (Arrow's RE2 over a column) and TextScrubber give the same output."""
+    values = ["e-0ed99531985d", "chrome", "AKIAZQ7D3F5H2J4K6L8M", "S-1-5-21-1-2-3-1001", "mysql -pX",
+              "KIS 21.3", "ghp_Zq01234567890abcdefABCDEFghijklmnopq", "-k", "Trojan.Win32.Agent", "a" * 200,
+              "xoxb-1234567890-abc", "about:blank", "sk-Zq0123456789abcdefABCD", "Über", None]
+    mask = ctx.engine.clean_mask(pa.array(values, pa.string())).to_pylist()
+    for value, clean in zip(values, mask, strict=True):
+        if value is None:
+            assert not clean
+        elif clean:
+            assert ctx.scrubber(value)[0] == value, value
+
+
+def test_leak_corpus_has_no_leak():
+    """The adversarial corpus (bench/leak_check.py), one (field, template) pair in four: every class
+    is planted in every string field of every record type, and nothing reaches the output."""
+    res = leak_check.run(seed=11, sample=4)
+    for cls in ("1", "2", "3", "4", "5", "7"):
+        assert res["per_class"][cls]["planted"] > 0, cls
+    fields = leak_check.string_fields(leak_check.load_policy())
+    assert {f"{t}.{f}" for t, f in fields} == set(res["per_field"])
+    leaked = {cls: c["leaked"] for cls, c in res["per_class"].items() if c["leaked"]}
+    assert leaked == {}, dict(res["examples"])
+
+
+def test_what_threat_analysis_needs_survives_in_the_bundled_sample():
+    """bench/over_redaction.py on the bundled sample: hosts, threat names, executables, switch names,
+    Wi-Fi security types and product names come through unchanged, and fields that carry no secret
+    in the sample are not changed at all."""
+    import over_redaction
+
+    res = over_redaction.run()
+    kinds = res["kinds"]
+    assert set(kinds) == {"hosts", "threat names", "executables", "switch names", "Wi-Fi security", "products"}
+    assert all(c["seen"] > 0 for c in kinds.values())
+    assert {kind: c["lost"] for kind, c in kinds.items() if c["lost"]} == {}, dict(res["lost"])
+    for field in ("event_id", "product", "detection.data.threat_name", "url_visit.data.browser",
+                  "installed_app.data.name", "installed_app.data.publisher", "os_event.data.parent_image"):
+        assert res["changed"][field]["values"] > 0 and res["changed"][field]["changed"] == 0, field

@@ -1,0 +1,349 @@
+"""Secrets in free text, found by a rule set kept as data (`schemas/secrets.toml`).
+
+`transforms/text.py` knows how command lines carry credentials (switches, key=value
+pairs, headers, tools' own options). What it cannot know is every token format a
+provider issues, every tool that takes a secret as a plain argument, and every
+language's word for "password". Those live in one data file, compiled into ONE RE2
+pattern: a value is scanned once, in time linear in its length, whatever the number
+of rules, and the scan is what proves a value clean (no rule matched), never the
+absence of a trigger character.
+
+`SecretSweep.sweep(text)` replaces every finding by `[REDACTED]` (opaque URLs by their
+scheme) and counts the replacements. `join_userinfo` runs before the URL rule: it
+closes white space and line breaks inside URL user info (browsers drop tabs and line
+breaks in URLs), so `https://alice:\\nS3cret@host/` is read as one URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import tomllib
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import re2
+
+REDACTED = "[REDACTED]"
+DEFAULT_RULES = Path(__file__).resolve().parent.parent / "schemas" / "secrets.toml"
+_KINDS = ("token", "context", "url")
+_CHECKS = ("basic_auth", "entropy")
+_MAX_PASSES = 4
+_RE2_MEMORY = 256 << 20  # per compiled pattern; the DFA grows lazily, only as far as the input needs
+# Entropy check (see docs/free-text.md for how these were chosen): a candidate of at least
+# _ENTROPY_MIN_LEN characters that mixes upper case, lower case and digits is a secret when
+# its Shannon entropy reaches _ENTROPY_RATIO of the most its length allows (log2 of the length).
+_ENTROPY_MIN_LEN = 24
+_ENTROPY_RATIO = 0.78
+_DIGIT = re.compile(r"[0-9]")
+
+
+class SecretRulesError(ValueError):
+    """The rule file is malformed: names the rule and the problem."""
+
+
+@dataclass(frozen=True)
+class SecretRule:
+    id: str
+    kind: str
+    regex: str
+    check: str | None = None
+    except_words: tuple[str, ...] = ()
+
+
+def load_rules(path: str | Path | None = None) -> list[SecretRule]:
+    """The rules of `path` (default: schemas/secrets.toml), checked."""
+    path = Path(path or DEFAULT_RULES)
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    rules = []
+    seen = set()
+    for i, raw in enumerate(data.get("rule", [])):
+        rid = raw.get("id") or f"#{i}"
+        unknown = set(raw) - {"id", "kind", "regex", "check", "except_words"}
+        if unknown:
+            raise SecretRulesError(f"{path}: rule {rid}: unknown keys {sorted(unknown)}")
+        if rid in seen:
+            raise SecretRulesError(f"{path}: rule {rid}: id used twice")
+        seen.add(rid)
+        kind, check = raw.get("kind"), raw.get("check")
+        if kind not in _KINDS:
+            raise SecretRulesError(f"{path}: rule {rid}: kind must be one of {_KINDS}")
+        if check is not None and check not in _CHECKS:
+            raise SecretRulesError(f"{path}: rule {rid}: check must be one of {_CHECKS}")
+        regex = raw.get("regex")
+        if not isinstance(regex, str) or not regex:
+            raise SecretRulesError(f"{path}: rule {rid}: regex missing")
+        try:
+            re2.compile(regex)
+        except Exception as exc:  # noqa: BLE001 - re2 raises its own error type
+            raise SecretRulesError(f"{path}: rule {rid}: regex does not compile with RE2: {exc}") from None
+        if kind == "context" and "(?P<secret>" not in regex:
+            raise SecretRulesError(f"{path}: rule {rid}: a context rule needs a group (?P<secret>...)")
+        if check == "entropy" and not _SIMPLE_CLASS.fullmatch(regex):
+            raise SecretRulesError(f"{path}: rule {rid}: an entropy rule's regex is one character class and counts")
+        if kind == "url" and not ("(?P<scheme>" in regex and "(?P<payload>" in regex):
+            raise SecretRulesError(f"{path}: rule {rid}: a url rule needs groups scheme and payload")
+        words = raw.get("except_words", [])
+        if not (isinstance(words, list) and all(isinstance(w, str) and w for w in words)):
+            raise SecretRulesError(f"{path}: rule {rid}: except_words must be a list of words")
+        rules.append(SecretRule(rid, kind, regex, check, tuple(w.lower() for w in words)))
+    if not rules:
+        raise SecretRulesError(f"{path}: no rules")
+    return rules
+
+
+def shannon_entropy(token: str) -> float:
+    """Bits per character of `token` (0 for an empty one)."""
+    n = len(token)
+    if not n:
+        return 0.0
+    return -sum(c / n * math.log2(c / n) for c in Counter(token).values())
+
+
+def looks_random(token: str) -> bool:
+    """The entropy check: long, mixes upper case, lower case and digits, near-maximal entropy."""
+    core = token.strip("=-_~+/")
+    if len(core) < _ENTROPY_MIN_LEN:
+        return False
+    if token.startswith("/") or "//" in core or core.count("/") * 12 > len(core):
+        return False        # a path (`/storage/emulated/0/Download/...`), not base64
+    if core == core.lower() or core == core.upper() or _DIGIT.search(core) is None:
+        return False        # not a mix of upper case, lower case and digits (hex hashes, GUIDs, words)
+    return shannon_entropy(core) >= _ENTROPY_RATIO * math.log2(min(len(core), 64))
+
+
+def _basic_auth(token: str) -> bool:
+    """Base64 that decodes to `user:password`, or a long token that is not a plain word."""
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+        if b":" in raw and raw.decode("utf-8").isprintable():
+            return True
+    except (binascii.Error, ValueError):
+        pass
+    return len(token) >= 12 and not token.isalpha()
+
+
+_CHECK_FUNCS = {"basic_auth": _basic_auth, "entropy": looks_random}
+_NAMED_GROUP = re.compile(r"\(\?P<[A-Za-z0-9_]+>")
+_COLUMN_NUMBER = re.compile(r"\d{1,3}(?:,\d{1,3})?")
+_SIMPLE_CLASS = re.compile(r"\[[^\]\[()|]+\]\{\d+,\d*\}(?:=\{0,2\})?")
+
+
+class SecretSweep:
+    """The rule set compiled into one RE2 set (one scan per value); `sweep` removes what it finds."""
+
+    def __init__(self, rules: list[SecretRule] | None = None) -> None:
+        self.rules = rules if rules is not None else load_rules()
+        # Which rules match, if any: an RE2 set, one DFA scan of the value for all rules; that is
+        # the scan every value gets. Where: each matching rule's own pattern, with its groups.
+        # `pattern` (all rules, no groups) is the same test for other RE2 users.
+        self.pattern = _NAMED_GROUP.sub("(?:", "|".join(f"(?:{rule.regex})" for rule in self.rules))
+        options = re2.Options()
+        options.max_mem = _RE2_MEMORY  # room for the DFA's states: a full cache is thrown away and rebuilt
+        self._set = re2.Set.SearchSet(options)
+        self._own = []
+        for rule in self.rules:
+            self._set.Add(_NAMED_GROUP.sub("(?:", rule.regex).encode())
+            if rule.check == "entropy":    # one character class: Python's engine is linear on it, and faster
+                own = re.compile(rule.regex.encode())
+            else:
+                own = re2.compile(rule.regex.encode(), options)
+            index = own.groupindex
+            self._own.append((own, {k.decode() if isinstance(k, bytes) else k: v for k, v in index.items()}))
+        self._set.Compile()
+        self._except = {id(rule): re.compile(r"(?i)(?<![\w-])(?:" + "|".join(map(re.escape, rule.except_words))
+                                             + r")(?:\.exe)?(?![\w-])") for rule in self.rules if rule.except_words}
+
+    def __getstate__(self) -> dict:
+        return {"rules": self.rules}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["rules"])
+
+    @property
+    def opaque_urls(self) -> SecretSweep:
+        """The `url` rules alone: run before the text rules, which would read `mailto:bob@host`
+        as an account at a host and no longer see the scheme."""
+        sub = self.__dict__.get("_opaque")
+        if sub is None:
+            sub = self.__dict__["_opaque"] = SecretSweep([r for r in self.rules if r.kind == "url"])
+        return sub
+
+    def matches(self, text: str) -> bool:
+        """True when some rule's pattern matches (before checks): only then can `sweep` change it.
+        A False here is the proof that the value holds nothing the rule set knows."""
+        return bool(self._set.Match(text.encode("utf-8", "surrogatepass")))
+
+    def findings(self, text: str) -> list[tuple[int, int, str, str]]:
+        """(start, end, replacement, rule id) of every finding, in text order, overlaps merged later."""
+        data = text.encode("utf-8", "surrogatepass")
+        hits = self._set.Match(data)
+        if not hits:
+            return []
+        ascii_text = len(data) == len(text)      # byte offsets are character offsets
+        out: list[tuple[int, int, str, str]] = []
+        for i in sorted(hits):
+            rule = self.rules[i]
+            own, groups = self._own[i]
+            for m in own.finditer(data):
+                found = self._finding(m, rule, groups)
+                if found is None:
+                    continue
+                start, end, repl = found
+                if not ascii_text:
+                    start, end = len(data[:start].decode("utf-8", "surrogatepass")), len(
+                        data[:end].decode("utf-8", "surrogatepass"))
+                if rule.except_words and self._except[id(rule)].search(text, 0, start + 1):
+                    continue
+                out.append((start, end, repl, rule.id))
+        return out
+
+    @staticmethod
+    def _finding(m: re2._Match, rule: SecretRule, groups: dict[str, int]) -> tuple[int, int, str] | None:
+        """(start, end, replacement) in bytes of one match of `rule`, or None when it is not a secret."""
+        if rule.kind == "url":
+            scheme, payload = groups["scheme"], groups["payload"]
+            value = m.group(payload)
+            if not value or value.startswith(b"//"):
+                return None
+            return m.start(scheme), m.end(payload), m.group(scheme).decode().lower() + ":"
+        secret = groups.get("secret")
+        if secret is not None:
+            if m.start(secret) < 0:
+                return None
+            start, end = m.span(secret)
+        else:
+            start, end = m.span()
+        value = m.group(secret if secret is not None else 0).decode("utf-8", "surrogatepass")
+        core = value.strip("\"'{}")
+        if not core or core == REDACTED or core.startswith(("pz-", REDACTED)) or "://" in core:
+            return None
+        if rule.kind == "context" and _COLUMN_NUMBER.fullmatch(core):
+            return None     # `sort -k 2`: a column number, not a secret
+        check = _CHECK_FUNCS.get(rule.check) if rule.check else None
+        if check is not None and not check(core):
+            return None
+        return start, end, _mask_value(value)
+
+    def sweep(self, text: str) -> tuple[str, int]:
+        """(text with every finding replaced, number of replacements). Non-ASCII text is read
+        in NFKC form (`ｇｈｐ_…` is `ghp_…`), which is returned when something was replaced."""
+        if not text:
+            return text, 0
+        if not text.isascii():
+            norm = unicodedata.normalize("NFKC", text)
+            if norm != text:
+                out, n = self._sweep(norm)
+                if n:
+                    return out, n
+        return self._sweep(text)
+
+    def _sweep(self, text: str) -> tuple[str, int]:
+        if not self.matches(text):
+            return text, 0
+        total = 0
+        for _ in range(_MAX_PASSES):
+            found = self.findings(text)
+            if not found:
+                break
+            edits = _merge(found)
+            pieces = []
+            pos = 0
+            for start, end, repl in edits:
+                pieces.append(text[pos:start])
+                pieces.append(repl)
+                pos = end
+            pieces.append(text[pos:])
+            new = "".join(pieces)
+            if new == text:
+                break
+            total += len(edits)
+            text = new
+        return text, total
+
+
+def _mask_value(value: str) -> str:
+    """[REDACTED] in place of the value, its quotes kept."""
+    for q in ('"', "'"):
+        if len(value) >= 2 and value[0] == q and value[-1] == q:
+            return q + REDACTED + q
+    return REDACTED
+
+
+def _merge(found: list[tuple[int, int, str, str]]) -> list[tuple[int, int, str]]:
+    """Overlapping findings become one [REDACTED] over their union; the others keep their replacement."""
+    found = sorted(found, key=lambda f: (f[0], -f[1]))
+    out: list[tuple[int, int, str]] = []
+    for start, end, repl, _rule in found:
+        if out and start < out[-1][1]:
+            prev = out[-1]
+            out[-1] = (prev[0], max(prev[1], end), prev[2] if end <= prev[1] else REDACTED)
+        else:
+            out.append((start, end, repl))
+    return out
+
+
+# --------------------------------------------------------------------------- URL user info across white space
+
+_SPACED_USERINFO = re.compile(
+    r"(?i)(?P<scheme>[a-z][a-z0-9+.-]{0,31}://)(?P<info>[^/?#@\s]{0,256}(?:\s{1,16}[^/?#@\s]{0,256}){1,8})@"
+    r"(?=[^\s@/?#])"
+)
+_HAS_SPACED_USERINFO = re.compile(r"://[^/?#@]{0,2048}\s[^/?#@]{0,2048}@")
+
+
+def join_userinfo(text: str) -> str:
+    """`https://alice:\\nS3cret@host/` -> `https://alice:S3cret@host/`: white space inside what
+    can only be URL user info (it holds a ':' or no blank at all) is removed, so the URL
+    rule sees the whole URL and drops the user info."""
+    if "://" not in text or "@" not in text or _HAS_SPACED_USERINFO.search(text) is None:
+        return text
+
+    def join(m: re.Match) -> str:
+        info = m.group("info")
+        if ":" not in info and " " in info:
+            return m.group(0)          # `https://example.com and bob@corp.example`: two things
+        return m.group("scheme") + "".join(info.split()) + "@"
+
+    return _SPACED_USERINFO.sub(join, text)
+
+
+# --------------------------------------------------------------------------- proof that a value is clean
+
+# A single token of these characters, not starting with a switch character: no rule of
+# transforms/text.py can change it (they all need white space, a separator such as ':', '=',
+# '/', '\\' or '@', a switch, or an `S-1-` account SID; tests/test_secrets.py checks this on
+# generated tokens). Such a value is clean when the secret rules do not match it either.
+SAFE_TOKEN = r"[A-Za-z0-9][A-Za-z0-9._+#-]{0,127}"
+# Shorter than any match of a rule on such a token (token rules match 18+ characters; every
+# other rule needs a blank, ':', '=' or '/'; tests/test_secrets.py checks both on the rule file):
+# a safe token this short is clean without looking at the rules, which Arrow proves for whole columns.
+SAFE_SHORT_TOKEN = r"[A-Za-z0-9][A-Za-z0-9._+#-]{0,16}"
+# Identifiers of lower-case hex digits and dashes (UUIDs, hashes): no token rule matches within
+# [0-9a-f-] (each needs another character, checked by the test; upper-case hex is not safe:
+# `ACCA` + 16 upper-case hex digits is an AWS key id), and the entropy check wants mixed case.
+HEX_ID = r"[0-9a-f][0-9a-f-]{0,127}"
+SID_LIKE = r"(?i)s-1-[0-9]"
+_SAFE_TOKEN_RE = re.compile(SAFE_TOKEN)
+_SID_LIKE_RE = re.compile(SID_LIKE)
+
+
+def is_safe_token(text: str) -> bool:
+    """True when the text scrubber provably leaves `text` unchanged (see SAFE_TOKEN)."""
+    return _SAFE_TOKEN_RE.fullmatch(text) is not None and _SID_LIKE_RE.search(text) is None
+
+
+_DEFAULT: SecretSweep | None = None
+
+
+def default_sweep() -> SecretSweep:
+    """The sweep of schemas/secrets.toml, compiled once per process."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = SecretSweep()
+    return _DEFAULT
