@@ -267,3 +267,18 @@ def test_slice_replace_keeps_other_dates_and_empty_input_replaces_nothing(inputs
     proc = cli(*run_args(empty, out, "--replace-empty"))
     assert proc.returncode == 0, proc.stderr
     assert all(not rows(out, name) for name in list_tables(str(out)))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--slice-dates", "2026-13-01"], "expected YYYY-MM-DD"),
+    (["--slice-dates", "2026-11-25..2026-11-24"], "is after"),
+    (["--slice-dates", "2026-11-24", "--append"], "cannot be combined with --append"),
+])
+def test_bad_slice_options_exit_2_with_one_line_and_write_nothing(inputs, tmp_path, capsys, extra, message):
+    from pipeline.run import run
+
+    out = tmp_path / "out"
+    assert run(run_args(inputs["current"], out, *extra)) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --slice-dates") and message in line
+    assert not out.exists()
