@@ -110,26 +110,24 @@ class Parser(argparse.ArgumentParser):
 # ------------------------------------------------------------------ value types
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} must be at least {least}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _whole_number(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return value
+    return _whole_number(text, 0)
 
 
 def positive_float(text: str) -> float:
@@ -235,3 +233,12 @@ def check_runner(name: str) -> None:
     raise UsageError(f"--runner {name}: unknown runner" + suggest(name, known).replace(" (see --help for the "
                                                                                        "options)", "")
                      + f" (known: {', '.join(sorted(known))})")
+
+
+def parse_or_code(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+    """Parsed options, or the exit code argparse chose: 0 after --help, 2 after a usage error
+    (already printed as one line), so a subcommand's main can return it without a traceback."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2

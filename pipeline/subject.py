@@ -347,10 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error, already printed as one line (2)
-        return exc.code if isinstance(exc.code, int) else 2
+    from pipeline.cliparse import parse_or_code
+
+    args = parse_or_code(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         req = prepare(args)
         if args.action == "export":
