@@ -19,6 +19,7 @@ killed one had not committed (docs/tables.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -335,6 +336,23 @@ class Output:
                 raise CommitError(f"--output {self.location}: written file {w.table}/{w.path} is missing")
             sizes[(w.table, w.path)] = info.size
         return sizes
+
+    def remove_attempt(self, prefix: str) -> None:
+        """After the Beam run itself failed (no list of written files exists): delete the files whose
+        names carry this attempt's prefix, so no uncommitted file stays visible to plain Parquet
+        readers. Local outputs only; on object stores they are unreferenced and vacuum removes them."""
+        if is_remote(self.location):
+            return
+        mark = f"part-{prefix}-"
+        for name in self.names:
+            for root, _, files in os.walk(os.path.join(self.location, name)):
+                if "_delta_log" in root.split(os.sep):
+                    continue
+                for file in files:
+                    if file.startswith(mark):
+                        with contextlib.suppress(OSError):
+                            os.remove(os.path.join(root, file))
+                _prune(root, self.location)
 
     def remove_files(self, files: list[WrittenFile], keep: set[str]) -> None:
         """Delete the files this run wrote for tables it did not commit (best effort: what remains

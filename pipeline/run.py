@@ -201,13 +201,17 @@ def run(argv: list[str]) -> int:
                            chunk_bytes=None if one_worker(options) else CHUNK_BYTES, output=out,
                            quarantine_prefix=f"{run_id}-{attempt}-{quarantine_tag}" if quarantine_tag else None,
                            committed=committed_partition_files(output, plan.done) if opts.append else None)
-            result = p.run()
             try:
-                result.wait_until_finish()
-            finally:
-                client = getattr(result, "client", None)  # DaskRunner leaves its distributed.Client open
-                if client is not None:
-                    client.close()
+                result = p.run()
+                try:
+                    result.wait_until_finish()
+                finally:
+                    client = getattr(result, "client", None)  # DaskRunner leaves its distributed.Client open
+                    if client is not None:
+                        client.close()
+            except BaseException:
+                output.remove_attempt(f"{run_id}-{attempt}")
+                raise
         stats, written = read_results(os.path.join(staging.path, "_stats.json"))
         changed = changed_since(before)
         if changed:  # before anything is committed: what was read may not be what the file holds
