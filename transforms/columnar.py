@@ -39,6 +39,7 @@ from transforms.records import (
     has_duplicate_key,
     sanitize_lines,
 )
+from transforms.special_text import count_special_values
 from transforms.urls import AUTHORITY_PATTERN, AUTHORITY_PRINTABLE
 from transforms.withdrawals import earliest_withdrawal
 
@@ -476,20 +477,34 @@ def _withdrawn(ctx: SanitizeContext, needed: tuple[str, ...], table: pa.Table,
     return pc.fill_null(pc.greater_equal(event, since), False)
 
 
+# Rows whose value of a field held special-category data: (field path, row mask, categories).
+_SpecialRows = list[tuple[str, pa.Array, tuple[str, ...]]]
+
+
 def _distinct(ctx: SanitizeContext, rule: FieldRule, values: pa.Array,
-              failed_rows: list[pa.Array]) -> list[pa.Array]:
-    """Output columns of `rule`, its transform computed once per distinct value."""
+              failed_rows: list[pa.Array], special: _SpecialRows | None = None, path: str = "") -> list[pa.Array]:
+    """Output columns of `rule`, its transform computed once per distinct value; rows whose value
+    held special-category data are added to `special` (under `path`), to be counted."""
     encoded = pc.dictionary_encode(values)
     failed: dict[int, str] = {}
-    outputs = ctx.engine.columns(rule, encoded.dictionary.to_pylist(), failed, distinct=True)
+    found: dict[int, tuple[str, ...]] = {}
+    outputs = ctx.engine.columns(rule, encoded.dictionary.to_pylist(), failed, distinct=True, special=found)
     if failed:
         failed_rows.append(pc.fill_null(pc.is_in(encoded.indices, value_set=pa.array(list(failed), pa.int32())),
                                         False))
+    if found and special is not None:
+        by_categories: dict[tuple[str, ...], list[int]] = {}
+        for index, categories in found.items():
+            by_categories.setdefault(categories, []).append(index)
+        for categories, indexes in by_categories.items():
+            mask = pc.fill_null(pc.is_in(encoded.indices, value_set=pa.array(indexes, pa.int32())), False)
+            special.append((path, mask, categories))
     return [pa.array(col, type=f.type).take(encoded.indices)
             for col, f in zip(outputs, rule.output_columns(), strict=True)]
 
 
-def _text(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array]) -> pa.Array:
+def _text(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array],
+          special: _SpecialRows, path: str) -> pa.Array:
     """`text`: values the free-text rule provably leaves unchanged (FieldEngine.clean_mask, RE2
     kernels over the whole column) are kept as they are; the others go value by value."""
     values = values.cast(pa.string())
@@ -497,7 +512,7 @@ def _text(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: 
     if not pc.any(needs).as_py():
         return values
     subset = pc.if_else(needs, values, pa.scalar(None, pa.string()))
-    [scrubbed] = _distinct(ctx, rule, subset, failed_rows)
+    [scrubbed] = _distinct(ctx, rule, subset, failed_rows, special, path)
     return pc.if_else(needs, scrubbed, values)
 
 
@@ -521,18 +536,19 @@ def _url(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: l
     return [pc.if_else(simple, mine, other) for mine, other in zip(columns, others, strict=True)]
 
 
-def _column(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array]) -> list[pa.Array]:
+def _column(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array],
+            special: _SpecialRows, path: str) -> list[pa.Array]:
     t = rule.transform
     if t == "url":
         return _url(ctx, rule, values, failed_rows)
     if t in ("bool", "int", "float"):  # checked by the schema and _checked: written as they are
         return [values.cast(rule.output_columns()[0].type)]
     if t == "text":
-        return [_text(ctx, rule, values, failed_rows)]
+        return [_text(ctx, rule, values, failed_rows, special, path)]
     if t == "sha256":  # FieldEngine: lower-cased when 64 hex digits, else null; values never repeat
         return [pc.if_else(pc.match_substring_regex(values, "^[0-9a-fA-F]{64}$"), pc.ascii_lower(values),
                            pa.scalar(None, pa.string()))]
-    return _distinct(ctx, rule, values, failed_rows)
+    return _distinct(ctx, rule, values, failed_rows, special, path)
 
 
 def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.ndarray, numbers: list[int],
@@ -540,9 +556,10 @@ def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
     """Transform accepted rows and add them to `result` by partition; returns the rows whose
     transform failed (not written here: the plain path quarantines them with the reason)."""
     failed_rows: list[pa.Array] = []
+    special: _SpecialRows = []
     columns: list[pa.Array] = []
     for rule in ctx.policy.envelope:
-        columns.extend(_column(ctx, rule, table.column(rule.name).combine_chunks(), failed_rows))
+        columns.extend(_column(ctx, rule, table.column(rule.name).combine_chunks(), failed_rows, special, rule.name))
     columns.append(table.column("event_time").combine_chunks())
     encoded = pc.dictionary_encode(table.column("country").combine_chunks(), null_encoding="encode")
     regions = [ctx.region(c) for c in encoded.dictionary.to_pylist()]
@@ -552,7 +569,7 @@ def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
     region_code = pa.array([region_names.index(r[1]) for r in regions], pa.int64()).take(encoded.indices)
     data = table.column("data").combine_chunks()
     for rule in tpol.fields:
-        columns.extend(_column(ctx, rule, pc.struct_field(data, rule.name), failed_rows))
+        columns.extend(_column(ctx, rule, pc.struct_field(data, rule.name), failed_rows, special, f"data.{rule.name}"))
     joined = pc.binary_join_element_wise(table.column("device_id"), table.column("event_id"), "\x00")
     columns.append(pa.array(list(map(ctx.joined_key, joined.cast(pa.binary()).to_pylist())), pa.int64()))
     base = source_index << ORIGIN_LINE_BITS
@@ -562,6 +579,7 @@ def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
     out = pa.Table.from_arrays(columns, schema=full)
 
     failed: list[int] = []
+    keep = None
     if failed_rows:
         bad = failed_rows[0]
         for mask in failed_rows[1:]:
@@ -569,9 +587,13 @@ def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
         if pc.any(bad).as_py():
             failed = rows[bad.to_numpy(zero_copy_only=False)].tolist()
             keep = pc.invert(bad)
-            out, locked, region_code = out.filter(keep), locked.filter(keep), region_code.filter(keep)
-            if not out.num_rows:
-                return failed
+    for path, mask, categories in special:  # rows that fail are counted by the plain path, which takes them
+        count_special_values(result.stats, path, categories, pc.sum(mask if keep is None else pc.and_(mask, keep))
+                             .as_py() or 0)
+    if keep is not None:
+        out, locked, region_code = out.filter(keep), locked.filter(keep), region_code.filter(keep)
+        if not out.num_rows:
+            return failed
     written = out.num_rows - (pc.sum(locked).as_py() or 0)
     if written:
         result.stats[f"output/{tpol.name}"] += written

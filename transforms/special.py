@@ -20,7 +20,7 @@ _NGRAM_MAX = 4
 _CONFUSABLES_FILE = Path(__file__).resolve().parent.parent / "schemas" / "confusables.txt"
 # Digits and symbols read as letters, and the letters a look-alike could stand for: both sides of a
 # comparison are brought to this "loose" form, so `h3alth`, `hea1th` and `heaIth` all read `heaith`.
-_LOOSE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "l": "i"})
+LOOSE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "l": "i"})
 
 
 def _load_confusables() -> dict[int, str]:
@@ -39,6 +39,8 @@ def skeleton(key: str) -> str:
     """`key` in ASCII letters where a character only looks like one (UTS #39 confusables:
     Cyrillic `е`, Greek `Ι`, small capital `ʜ` ...), compatibility forms folded (NFKC: full-width,
     mathematical letters), accents removed; other characters are dropped. Case is kept for words."""
+    if key.isascii():
+        return key
     out = []
     for ch in unicodedata.normalize("NFKC", key):
         if ch.isascii():
@@ -60,12 +62,44 @@ def words(key: str) -> list[str]:
     return [w for w in _SPLIT.split(_CAMEL.sub("_", skeleton(key)).lower()) if w]
 
 
+_INVISIBLE = ("Mn", "Me", "Cf")  # combining marks, zero-width and soft hyphens, bidi controls
+_NATIVE_WORD = re.compile(r"[^\W\d_]+")
+# Scripts written without spaces between words: their terms are found as substrings.
+_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def native(text: str) -> str:
+    """`text` in its own script, compatibility forms folded (NFKC), lower case, with accents,
+    combining marks and invisible characters (zero-width, soft hyphen) removed: how names and
+    terms in Cyrillic, Greek or Han script are compared (`Здоровье` -> `здоровье`)."""
+    if text.isascii():
+        return text.lower()
+    decomposed = unicodedata.normalize("NFKD", text)
+    kept = "".join(ch for ch in decomposed if unicodedata.category(ch) not in _INVISIBLE)
+    return unicodedata.normalize("NFC", kept).casefold()
+
+
+def is_native_term(term: str) -> bool:
+    """True for a term not written in Latin letters (its skeleton would not spell it)."""
+    return any(ord(ch) > 0x24F and ch.isalpha() for ch in native(term))
+
+
+def native_words(text: str) -> list[str]:
+    """Words of `native(text)`: runs of letters of any script."""
+    return _NATIVE_WORD.findall(native(text))
+
+
+def unspaced(term: str) -> bool:
+    """True when `term` is written in a script without spaces (Han, kana): found as a substring."""
+    return _UNSPACED.search(term) is not None
+
+
 def loose(word: str) -> str:
     """Digits for letters and l/i look-alikes folded: `h3a1th` -> `heaith`, `health` -> `heaith`."""
-    return word.translate(_LOOSE)
+    return word.translate(LOOSE)
 
 
-def _candidates(ws: list[str]) -> list[str]:
+def _candidates(ws: list[str], fold: bool = True) -> list[str]:
     """Forms a category term is looked for in: each word, runs of single letters joined
     (`h.e.a.l.t.h`), neighbouring words joined up to four (`trade.union`), all words joined."""
     forms = list(ws)
@@ -81,6 +115,8 @@ def _candidates(ws: list[str]) -> list[str]:
         forms.extend("".join(ws[i:i + size]) for i in range(len(ws) - size + 1))
     if 1 < len(ws) <= 12:
         forms.append("".join(ws))
+    if not fold:
+        return list(dict.fromkeys(forms))
     return list(dict.fromkeys(loose(f) for f in forms))  # in a fixed order: the first category found wins
 
 
@@ -90,8 +126,20 @@ class SpecialCategoryMatcher:
     def __init__(self, categories: Mapping[str, tuple[str, ...]]) -> None:
         self._exact: dict[str, str] = {}
         self._prefix: list[tuple[str, str]] = []
+        self._native: dict[str, str] = {}          # terms in other scripts (Cyrillic, Greek ...)
+        self._native_prefix: list[tuple[str, str]] = []
+        self._unspaced: list[tuple[str, str]] = []  # Han / kana terms: found as substrings
         for category, terms in categories.items():
             for term in terms:
+                if is_native_term(term):
+                    nat = "".join(native_words(term))
+                    if unspaced(term):
+                        self._unspaced.append((nat, category))
+                    else:
+                        self._native.setdefault(nat, category)
+                        if len(nat) >= _PREFIX_MIN:
+                            self._native_prefix.append((nat, category))
+                    continue
                 norm = loose("".join(words(term)))
                 self._exact.setdefault(norm, category)
                 if len(norm) >= _PREFIX_MIN:
@@ -105,7 +153,9 @@ class SpecialCategoryMatcher:
         if hit is not _UNSEEN:
             return hit  # type: ignore[return-value]  # a cached str | None
         found = None
-        for cand in _candidates(words(key)) if isinstance(key, str) else ():
+        if isinstance(key, str) and not key.isascii():
+            found = self._native_category(key)
+        for cand in _candidates(words(key)) if isinstance(key, str) and not found else ():
             found = self._exact.get(cand)
             if found:
                 break
@@ -119,6 +169,22 @@ class SpecialCategoryMatcher:
             self._cache.clear()
         self._cache[key] = found
         return found
+
+    def _native_category(self, key: str) -> str | None:
+        """Category of a name written in another script: its words and their joins against the
+        native terms, Han / kana terms as substrings."""
+        nat = native(key)
+        for term, category in self._unspaced:
+            if term in nat:
+                return category
+        for cand in dict.fromkeys(_candidates(_NATIVE_WORD.findall(nat), fold=False)):
+            found = self._native.get(cand)
+            if found:
+                return found
+            for term, category in self._native_prefix:
+                if cand.startswith(term):
+                    return category
+        return None
 
     def may_contain(self, rec: object, raw: bytes) -> bool:
         """False only when the parsed line `rec` (from the bytes `raw`) certainly has no
