@@ -34,6 +34,7 @@ from transforms.records import (
     SanitizeContext,
     Unreadable,
     _removed_fields,
+    count_secret_like_urls,
     count_special,
     fast_validate,
     has_duplicate_key,
@@ -601,6 +602,7 @@ def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
     written = out.num_rows - (pc.sum(locked).as_py() or 0)
     if written:
         result.stats[f"output/{tpol.name}"] += written
+    count_secret_like_urls(ctx.policy, tpol, out, result.stats)
 
     # One integer per row for its partition (area, region, day), sorted together with the
     # input order: each partition is then one run of the sorted rows, in input order.
