@@ -34,6 +34,7 @@ from transforms.records import (
     SanitizeContext,
     Unreadable,
     _removed_fields,
+    count_secret_like_urls,
     count_special,
     fast_validate,
     has_duplicate_key,
@@ -493,12 +494,7 @@ def _distinct(ctx: SanitizeContext, rule: FieldRule, values: pa.Array,
         failed_rows.append(pc.fill_null(pc.is_in(encoded.indices, value_set=pa.array(list(failed), pa.int32())),
                                         False))
     if found and special is not None:
-        by_categories: dict[tuple[str, ...], list[int]] = {}
-        for index, categories in found.items():
-            by_categories.setdefault(categories, []).append(index)
-        for categories, indexes in by_categories.items():
-            mask = pc.fill_null(pc.is_in(encoded.indices, value_set=pa.array(indexes, pa.int32())), False)
-            special.append((path, mask, categories))
+        _special_rows(encoded.indices, found, special, path)
     return [pa.array(col, type=f.type).take(encoded.indices)
             for col, f in zip(outputs, rule.output_columns(), strict=True)]
 
@@ -506,14 +502,55 @@ def _distinct(ctx: SanitizeContext, rule: FieldRule, values: pa.Array,
 def _text(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array],
           special: _SpecialRows, path: str) -> pa.Array:
     """`text`: values the free-text rule provably leaves unchanged (FieldEngine.clean_mask, RE2
-    kernels over the whole column) are kept as they are; the others go value by value."""
+    kernels over the whole column) are kept as they are; the others go value by value. A column
+    whose values repeat (product names, verdicts) is proven clean per distinct value: one hash
+    pass instead of the regex kernels on every row."""
     values = values.cast(pa.string())
+    repeats = ctx.__dict__.setdefault("_text_repeats", {})
+    if repeats.get(id(rule), True):
+        encoded = pc.dictionary_encode(values)
+        repeats[id(rule)] = len(encoded.dictionary) <= _REPEATS * len(values)
+        return _text_distinct(ctx, rule, encoded, failed_rows, special, path)
     needs = pc.and_(pc.is_valid(values), pc.invert(ctx.engine.clean_mask(values)))
     if not pc.any(needs).as_py():
         return values
     subset = pc.if_else(needs, values, pa.scalar(None, pa.string()))
     [scrubbed] = _distinct(ctx, rule, subset, failed_rows, special, path)
     return pc.if_else(needs, scrubbed, values)
+
+
+_REPEATS = 0.5  # a text column with at most this share of distinct values is done per distinct value
+
+
+def _text_distinct(ctx: SanitizeContext, rule: FieldRule, encoded: pa.DictionaryArray,
+                   failed_rows: list[pa.Array], special: _SpecialRows, path: str) -> pa.Array:
+    """`_text` over a dictionary-encoded column: the clean mask and the rule per distinct value."""
+    words = encoded.dictionary
+    needs = pc.invert(ctx.engine.clean_mask(words))
+    if pc.any(needs).as_py():
+        todo = np.flatnonzero(needs.to_numpy(zero_copy_only=False))
+        failed: dict[int, str] = {}
+        found: dict[int, tuple[str, ...]] = {}
+        [out] = ctx.engine.columns(rule, words.take(pa.array(todo)).to_pylist(), failed, distinct=True,
+                                   special=found)
+        words = pc.replace_with_mask(words, needs, pa.array(out, pa.string()))
+        if failed:
+            bad = pa.array(todo[list(failed)], pa.int32())
+            failed_rows.append(pc.fill_null(pc.is_in(encoded.indices, value_set=bad), False))
+        if found:
+            _special_rows(encoded.indices, {int(todo[i]): c for i, c in found.items()}, special, path)
+    return words.take(encoded.indices)
+
+
+def _special_rows(indices: pa.Array, found: dict[int, tuple[str, ...]], special: _SpecialRows, path: str) -> None:
+    """Add to `special` the rows (a mask over `indices`) whose dictionary entry held special-category
+    data, one mask per set of categories."""
+    by_categories: dict[tuple[str, ...], list[int]] = {}
+    for index, categories in found.items():
+        by_categories.setdefault(categories, []).append(index)
+    for categories, entries in by_categories.items():
+        mask = pc.fill_null(pc.is_in(indices, value_set=pa.array(entries, pa.int32())), False)
+        special.append((path, mask, categories))
 
 
 def _url(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array]) -> list[pa.Array]:
@@ -597,6 +634,7 @@ def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
     written = out.num_rows - (pc.sum(locked).as_py() or 0)
     if written:
         result.stats[f"output/{tpol.name}"] += written
+    count_secret_like_urls(ctx.policy, tpol, out, result.stats)
 
     # One integer per row for its partition (area, region, day), sorted together with the
     # input order: each partition is then one run of the sorted rows, in input order.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
+_NATIVE_SPLIT = re.compile(r"[\W_]+")
 _PREFIX_MIN = 6  # terms this long also match as a word prefix ("religio" -> "religious")
 _UNSEEN = object()
 _NGRAM_MAX = 4
@@ -62,44 +63,12 @@ def words(key: str) -> list[str]:
     return [w for w in _SPLIT.split(_CAMEL.sub("_", skeleton(key)).lower()) if w]
 
 
-_INVISIBLE = ("Mn", "Me", "Cf")  # combining marks, zero-width and soft hyphens, bidi controls
-_NATIVE_WORD = re.compile(r"[^\W\d_]+")
-# Scripts written without spaces between words: their terms are found as substrings.
-_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
-def native(text: str) -> str:
-    """`text` in its own script, compatibility forms folded (NFKC), lower case, with accents,
-    combining marks and invisible characters (zero-width, soft hyphen) removed: how names and
-    terms in Cyrillic, Greek or Han script are compared (`Здоровье` -> `здоровье`)."""
-    if text.isascii():
-        return text.lower()
-    decomposed = unicodedata.normalize("NFKD", text)
-    kept = "".join(ch for ch in decomposed if unicodedata.category(ch) not in _INVISIBLE)
-    return unicodedata.normalize("NFC", kept).casefold()
-
-
-def is_native_term(term: str) -> bool:
-    """True for a term not written in Latin letters (its skeleton would not spell it)."""
-    return any(ord(ch) > 0x24F and ch.isalpha() for ch in native(term))
-
-
-def native_words(text: str) -> list[str]:
-    """Words of `native(text)`: runs of letters of any script."""
-    return _NATIVE_WORD.findall(native(text))
-
-
-def unspaced(term: str) -> bool:
-    """True when `term` is written in a script without spaces (Han, kana): found as a substring."""
-    return _UNSPACED.search(term) is not None
-
-
 def loose(word: str) -> str:
     """Digits for letters and l/i look-alikes folded: `h3a1th` -> `heaith`, `health` -> `heaith`."""
     return word.translate(LOOSE)
 
 
-def _candidates(ws: list[str], fold: bool = True) -> list[str]:
+def _candidates(ws: list[str]) -> list[str]:
     """Forms a category term is looked for in: each word, runs of single letters joined
     (`h.e.a.l.t.h`), neighbouring words joined up to four (`trade.union`), all words joined."""
     forms = list(ws)
@@ -115,30 +84,56 @@ def _candidates(ws: list[str], fold: bool = True) -> list[str]:
         forms.extend("".join(ws[i:i + size]) for i in range(len(ws) - size + 1))
     if 1 < len(ws) <= 12:
         forms.append("".join(ws))
-    if not fold:
-        return list(dict.fromkeys(forms))
     return list(dict.fromkeys(loose(f) for f in forms))  # in a fixed order: the first category found wins
 
 
+def is_latin(term: str) -> bool:
+    """True when every letter of `term` is Latin (ASCII once accents are removed): such a term is
+    read on the ASCII skeleton; any other (`здоровье`, `健康`) in its own script."""
+    return all(ch.isascii() or not ch.isalpha() or unicodedata.normalize("NFKD", ch).encode("ascii", "ignore")
+               for ch in term)
+
+
+def native_words(key: str) -> list[str]:
+    """`key` in its own script: NFKC, case folded, accents removed, split like `words`
+    (`Здоровье_пользователя` -> ['здоровье', 'пользователя'], `健康状态` -> ['健康状态'])."""
+    text = unicodedata.normalize("NFKC", _CAMEL.sub("_", key)).casefold()
+    text = "".join(ch for ch in unicodedata.normalize("NFD", text) if not unicodedata.combining(ch))
+    return [w for w in _NATIVE_SPLIT.split(unicodedata.normalize("NFC", text)) if w]
+
+
+def is_cjk(ch: str) -> bool:
+    """True for a Chinese, Japanese or Korean character: such text has no separators between words."""
+    return _is_cjk(ch)
+
+
+def _is_cjk(ch: str) -> bool:
+    return ch >= "⺀" and (ch <= "鿿" or "가" <= ch <= "힯" or "豈" <= ch <= "﫿")
+
+
 class SpecialCategoryMatcher:
-    """Tells whether a field name denotes a special category, cached per name."""
+    """Tells whether a field name denotes a special category, cached per name.
+
+    Latin terms are compared on the ASCII skeleton (look-alike letters, digits for letters);
+    terms in other scripts on the name's own script (`native_words`): a whole word, a word
+    prefix for terms of 6+ characters, and anywhere in the name for Chinese, Japanese and
+    Korean terms, which are written without separators (`用户健康状态`)."""
 
     def __init__(self, categories: Mapping[str, tuple[str, ...]]) -> None:
         self._exact: dict[str, str] = {}
         self._prefix: list[tuple[str, str]] = []
-        self._native: dict[str, str] = {}          # terms in other scripts (Cyrillic, Greek ...)
+        self._native: dict[str, str] = {}
         self._native_prefix: list[tuple[str, str]] = []
-        self._unspaced: list[tuple[str, str]] = []  # Han / kana terms: found as substrings
+        self._cjk: list[tuple[str, str]] = []
         for category, terms in categories.items():
             for term in terms:
-                if is_native_term(term):
-                    nat = "".join(native_words(term))
-                    if unspaced(term):
-                        self._unspaced.append((nat, category))
-                    else:
-                        self._native.setdefault(nat, category)
-                        if len(nat) >= _PREFIX_MIN:
-                            self._native_prefix.append((nat, category))
+                if not is_latin(term):
+                    norm = "".join(native_words(term))
+                    if any(map(_is_cjk, norm)):
+                        self._cjk.append((norm, category))
+                    self._native.setdefault(norm, category)
+                    if len(norm) >= _PREFIX_MIN:
+                        self._native_prefix.append((norm, category))
                     continue
                 norm = loose("".join(words(term)))
                 self._exact.setdefault(norm, category)
@@ -153,9 +148,7 @@ class SpecialCategoryMatcher:
         if hit is not _UNSEEN:
             return hit  # type: ignore[return-value]  # a cached str | None
         found = None
-        if isinstance(key, str) and not key.isascii():
-            found = self._native_category(key)
-        for cand in _candidates(words(key)) if isinstance(key, str) and not found else ():
+        for cand in _candidates(words(key)) if isinstance(key, str) else ():
             found = self._exact.get(cand)
             if found:
                 break
@@ -165,24 +158,26 @@ class SpecialCategoryMatcher:
                     break
             if found:
                 break
+        if found is None and isinstance(key, str) and not key.isascii():
+            found = self._native_category(native_words(key))
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[key] = found
         return found
 
-    def _native_category(self, key: str) -> str | None:
-        """Category of a name written in another script: its words and their joins against the
-        native terms, Han / kana terms as substrings."""
-        nat = native(key)
-        for term, category in self._unspaced:
-            if term in nat:
-                return category
-        for cand in dict.fromkeys(_candidates(_NATIVE_WORD.findall(nat), fold=False)):
+    def _native_category(self, ws: list[str]) -> str | None:
+        """The category of a name with words in a script other than Latin, or None."""
+        joined = "".join(ws)
+        for cand in dict.fromkeys([*ws, *("".join(ws[i:i + 2]) for i in range(len(ws) - 1)), joined]):
             found = self._native.get(cand)
             if found:
                 return found
             for term, category in self._native_prefix:
                 if cand.startswith(term):
+                    return category
+        if any(map(_is_cjk, joined)):
+            for term, category in self._cjk:
+                if term in joined:
                     return category
         return None
 

@@ -28,16 +28,7 @@ from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 
-from transforms.special import (
-    LOOSE,
-    SpecialCategoryMatcher,
-    is_native_term,
-    loose,
-    native,
-    native_words,
-    skeleton,
-    unspaced,
-)
+from transforms.special import LOOSE, SpecialCategoryMatcher, is_cjk, is_latin, loose, native_words, skeleton
 
 SPECIAL = "[special]"
 DEFAULT_VALUES = Path(__file__).resolve().parent.parent / "schemas" / "special_values.toml"
@@ -52,7 +43,7 @@ _DIGIT = re.compile(r"[0-9]")
 _HEXISH = re.compile(r"[0-9a-f]*[0-9][0-9a-f]*")       # digits here are digits, not letters in disguise
 _SPACED_LETTERS = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9](?P<sep>[._ -])[A-Za-z0-9](?:(?P=sep)[A-Za-z0-9])+"
                              r"(?![A-Za-z0-9])")
-_INVISIBLE = ("Mn", "Me", "Cf")
+_INVISIBLE = ("Mn", "Me", "Cf")  # combining marks, zero-width and soft hyphens, bidi controls
 _SEPARATOR = re.compile(r"[:=]")
 # Left of a separator, read backwards (the text reversed): blanks, a quote, then one or two key words.
 _KEY_BACKWARDS = re.compile(rf"[ \t]{{0,8}}[\"']?(?P<w1>[\w.\-]{{0,{_KEY_CHARS - 1}}}[^\W_])"
@@ -196,11 +187,14 @@ class Vocabulary:
                                           for k in _strings(path, "keys", keys.get("not_in_text", [])))
 
     def _add(self, term: str, category: str) -> None:
-        if is_native_term(term):
-            if unspaced(term):
-                self.unspaced.append((native(term), category))
+        if not is_latin(term):
+            ws = native_words(term)
+            if any(map(is_cjk, "".join(ws))):
+                self.unspaced.append(("".join(ws), category))
                 return
-            ws = [w for w in re.split(r"[^\w*]+", native(term)) if w]
+            star_end, star_start = term.endswith("*"), term.startswith("*")
+            ws[-1] += "*" * star_end
+            ws[0] = "*" * star_start + ws[0]
             self.native.add(ws, category, term)
             return
         ws = [fold(w) if not w.endswith("*") and not w.startswith("*") else "*" * w.startswith("*")
@@ -222,9 +216,11 @@ class Vocabulary:
                 if category and not self.context.isdisjoint(ws[max(0, i - _CONTEXT_REACH):i + 1 + _CONTEXT_REACH]):
                     found.add(category)
         if not text.isascii():
-            found |= self.native.scan(native_words(text))
-            nat = native(text)
-            found.update(category for term, category in self.unspaced if term in nat)
+            nws = native_words(text)
+            found |= self.native.scan(nws)
+            if self.unspaced:
+                joined = "".join(nws)
+                found.update(category for term, category in self.unspaced if term in joined)
         return found
 
 
