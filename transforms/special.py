@@ -34,6 +34,11 @@ def _load_confusables() -> dict[int, str]:
 
 
 _CONFUSABLES = _load_confusables()
+# Latin letters with a stroke or ligatures: no decomposition takes them to ASCII (`muzułmanin`, `Straße`).
+_CONFUSABLES.update({ord(k): v for k, v in {
+    "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ø": "o", "Ø": "O", "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE",
+    "œ": "oe", "Œ": "OE", "ħ": "h", "Ħ": "H", "ŧ": "t", "Ŧ": "T", "þ": "th", "Þ": "TH", "ð": "d", "Ð": "D"}.items()
+    if ord(k) not in _CONFUSABLES})
 
 
 def skeleton(key: str) -> str:

@@ -63,9 +63,11 @@ def fold(word: str) -> str:
     return word if _HEXISH.fullmatch(word) else loose(word)
 
 
-def value_words(text: str) -> list[str]:
-    """Words of a value on its confusable skeleton, split at camelCase (`HIVPositive`), folded."""
-    raw = " ".join(_WORD.findall(skeleton(text))).lower()
+def value_words(text: str, camel: bool = True) -> list[str]:
+    """Words of a value on its confusable skeleton, split at camelCase (`HIVPositive`) unless
+    `camel` is False (`AfD`, `ver.di`), folded."""
+    skel = skeleton(text)
+    raw = " ".join(_WORD.findall(skel) if camel else _SPLIT.split(skel.lower())).lower()
     ws = raw.translate(LOOSE).split()
     if _DIGIT.search(raw):                    # put back the words of hex digits (see fold)
         for i, w in enumerate(raw.split()):
@@ -208,6 +210,10 @@ class Vocabulary:
         """Categories of every term in `text` (empty when there is none)."""
         ws = value_words(text)
         found = self.latin.scan(ws)
+        plain = value_words(text, camel=False)
+        if plain != ws:             # `AfD-Mitglied` is one word `afd`, not `af d`
+            found |= self.latin.scan(plain)
+            ws = ws + [""] * (_CONTEXT_REACH + 1) + plain
         for joined in spaced_letters(text):
             found |= self.latin.scan([joined])
         if self.acronyms:
