@@ -128,6 +128,10 @@ def test_the_value_ends_at_a_separator_a_closing_quote_or_tag(special):
 
 def test_fail_closed_the_value_runs_to_the_end_when_nothing_ends_it(special):
     assert special.scrub("religion: x y z os=win")[0] == "religion: [special]"
+    assert special.scrub("geaardheid: schwul, in Beziehung")[0] == "geaardheid: [special]"
+    assert special.scrub("religion=Jehovah's Witness; os=win")[0] == "religion=[special]; os=win"
+    assert special.scrub("religion=x & y")[0] == "religion=[special]"
+    assert special.scrub("religion=musul\nman pratiquant")[0] == "religion=[special]"
     assert special.scrub('{"faith": "roman')[0] == '{"faith": "[special]'
 
 

@@ -28,6 +28,8 @@ from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 
+import re2
+
 from transforms.special import LOOSE, SpecialCategoryMatcher, is_cjk, is_latin, loose, native_words, skeleton
 
 SPECIAL = "[special]"
@@ -41,6 +43,9 @@ _WORD = re.compile(r"[0-9]*[A-Z][A-Z0-9]*(?![a-z])|[A-Z]?[a-z0-9]+")
 _SPLIT = re.compile(r"[^a-z0-9]+")
 _DIGIT = re.compile(r"[0-9]")
 _HEXISH = re.compile(r"[0-9a-f]*[0-9][0-9a-f]*")       # digits here are digits, not letters in disguise
+_HEX_WORD = re.compile(r"(?<![a-z0-9])[0-9a-f]*[0-9][0-9a-f]*(?![a-z0-9])")
+_CAMEL_HINT = re.compile(r"[a-z0-9][A-Z]|[A-Z][A-Z][a-z]")
+_SPACED_HINT = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9][._ -][A-Za-z0-9](?![A-Za-z0-9])")
 _SPACED_LETTERS = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9](?P<sep>[._ -])[A-Za-z0-9](?:(?P=sep)[A-Za-z0-9])+"
                              r"(?![A-Za-z0-9])")
 _INVISIBLE = ("Mn", "Me", "Cf")  # combining marks, zero-width and soft hyphens, bidi controls
@@ -49,7 +54,12 @@ _SEPARATOR = re.compile(r"[:=]")
 _KEY_BACKWARDS = re.compile(rf"[ \t]{{0,8}}[\"']?(?P<w1>[\w.\-]{{0,{_KEY_CHARS - 1}}}[^\W_])"
                             rf"(?:[ \t]{{1,3}}(?P<w2>[\w.\-]{{0,{_KEY_CHARS - 1}}}[^\W_]))?")
 _BLANKS = re.compile(r"[ \t]{0,8}")
-_VALUE_END = re.compile(r"[;,&|\r\n<>{}\[\]\"']")
+# An unquoted value ends at a bracket, `|`, `<`, a double quote or a quote not inside a word
+# (`Jehovah's` goes on); at `;` `,` `&` or a line break only when another pair follows (`a, b` goes on,
+# and so does a value split over two lines).
+_VALUE_END = re.compile(r"[;,&|\r\n<>{}\[\]\"]|'(?![^\W\d_])")
+_SOFT_END = frozenset(";,&\r\n")
+_NEXT_KEY = re.compile(r"[ \t]{0,8}[\"']?[^\W_][\w.\- ]{0,63}[\"']?[ \t]{0,8}[:=]")
 _XML = re.compile(r"<(?P<tag>[^\W\d_][\w.\-:]{0,63})(?:\s[^<>]{0,512})?>(?P<val>[^<]*)")
 
 
@@ -67,13 +77,37 @@ def value_words(text: str, camel: bool = True) -> list[str]:
     """Words of a value on its confusable skeleton, split at camelCase (`HIVPositive`) unless
     `camel` is False (`AfD`, `ver.di`), folded."""
     skel = skeleton(text)
-    raw = " ".join(_WORD.findall(skel) if camel else _SPLIT.split(skel.lower())).lower()
-    ws = raw.translate(LOOSE).split()
-    if _DIGIT.search(raw):                    # put back the words of hex digits (see fold)
-        for i, w in enumerate(raw.split()):
-            if _HEXISH.fullmatch(w):
-                ws[i] = w
-    return ws
+    raw = " ".join(_WORD.findall(skel)).lower() if camel else " ".join(_SPLIT.split(skel.lower())).strip()
+    return _fold_words(raw).split()
+
+
+def _fold_words(raw: str) -> str:
+    """`fold` on every word of `raw` (lower-case words joined by single spaces) at once."""
+    out = raw.translate(LOOSE)
+    if _DIGIT.search(raw) is None:
+        return out
+    pieces = []
+    pos = 0
+    for m in _HEX_WORD.finditer(raw):         # put back the words of hex digits (see fold)
+        pieces.append(out[pos:m.start()])
+        pieces.append(m.group())
+        pos = m.end()
+    pieces.append(out[pos:])
+    return "".join(pieces)
+
+
+def probe(text: str) -> str:
+    """The words of `text` as the vocabulary's pattern reads them: ` w1 w2 ... ` with the plain
+    split, then ` . ` and the camelCase split when it differs (`HivPositive`, but `AfD` too),
+    then ` . ` and single letters joined (`h.i.v`). ` . ` keeps a term of several words from
+    spanning two of these readings."""
+    skel = skeleton(text)
+    parts = [_fold_words(" ".join(_SPLIT.split(skel.lower())).strip())]
+    if _CAMEL_HINT.search(skel):
+        parts.append(_fold_words(" ".join(_WORD.findall(skel)).lower()))
+    if _SPACED_HINT.search(skel):
+        parts.extend(spaced_letters(skel))
+    return " " + " . ".join(parts) + " "
 
 
 def spaced_letters(text: str) -> list[str]:
@@ -164,7 +198,7 @@ class Vocabulary:
         unknown = set(data) - {"terms", "acronyms", "keys"}
         if unknown:
             raise SpecialValuesError(f"{path}: unknown tables {sorted(unknown)}")
-        self.latin = _Index()
+        self._latin: dict[str, list[str]] = {}   # category -> regex pieces over `probe` words
         self.native = _Index()
         self.unspaced: list[tuple[str, str]] = []
         self.acronyms: dict[str, str] = {}
@@ -183,10 +217,30 @@ class Vocabulary:
         for category, items in acronyms.items():
             for term in _strings(path, category, items):
                 self.acronyms["".join(value_words(term))] = category
+        self._acronym_words = frozenset(self.acronyms)
         self.context = frozenset("".join(value_words(w)) for w in _strings(path, "context", context))
         keys = data.get("keys", {})
         self.keys_not_in_text = frozenset(loose("".join(value_words(k)))
                                           for k in _strings(path, "keys", keys.get("not_in_text", [])))
+        self._compile()
+
+    def _compile(self) -> None:
+        """One RE2 set, a pattern per category: one linear scan of a value's words finds them all."""
+        options = re2.Options()
+        options.max_mem = 64 << 20
+        self._set = re2.Set.SearchSet(options)
+        self._set_categories = []
+        for category, pieces in self._latin.items():
+            self._set.Add(f" (?:{'|'.join(pieces)}) ".encode())
+            self._set_categories.append(category)
+        self._set.Compile()
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_set", "_set_categories")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._compile()
 
     def _add(self, term: str, category: str) -> None:
         if not is_latin(term):
@@ -199,28 +253,36 @@ class Vocabulary:
             ws[0] = "*" * star_start + ws[0]
             self.native.add(ws, category, term)
             return
-        ws = [fold(w) if not w.endswith("*") and not w.startswith("*") else "*" * w.startswith("*")
-              + fold(w.strip("*")) + "*" * w.endswith("*")
-              for w in re.split(r"[^a-z0-9*]+", skeleton(term).lower()) if w]
+        ws = [w for w in re.split(r"[^a-z0-9*]+", skeleton(term).lower()) if w]
         if not ws:
             raise SpecialValuesError(f"term {term!r} has no letters")
-        self.latin.add(ws, category, term)
+        if any("*" in w.strip("*") for w in ws) or any(w.startswith("*") for w in ws[1:]) or any(
+                w.endswith("*") for w in ws[:-1]):
+            raise SpecialValuesError(f"term {term!r}: '*' only at the start of a single word or at the end")
+        star_start, star_end = ws[0].startswith("*"), ws[-1].endswith("*")
+        ws = [fold(w.strip("*")) for w in ws]
+        if (star_start and len(ws[0]) < _AFFIX_MIN) or (star_end and len(ws[-1]) < _AFFIX_MIN):
+            raise SpecialValuesError(f"term {term!r}: at least {_AFFIX_MIN} letters next to '*'")
+        if star_start and (len(ws) > 1 or star_end):
+            raise SpecialValuesError(f"term {term!r}: '*word' is one word")
+        piece = " ".join(ws)
+        if star_start:
+            piece = "[a-z0-9]+" + piece          # strictly longer: `brustkrebs`, not `krebs` itself
+        if star_end:
+            piece += "[a-z0-9]*"
+        self._latin.setdefault(category, []).append(piece)
 
     def categories(self, text: str) -> set[str]:
         """Categories of every term in `text` (empty when there is none)."""
-        ws = value_words(text)
-        found = self.latin.scan(ws)
-        plain = value_words(text, camel=False)
-        if plain != ws:             # `AfD-Mitglied` is one word `afd`, not `af d`
-            found |= self.latin.scan(plain)
-            ws = ws + [""] * (_CONTEXT_REACH + 1) + plain
-        for joined in spaced_letters(text):
-            found |= self.latin.scan([joined])
+        words = probe(text)
+        found = {self._set_categories[i] for i in self._set.Match(words.encode()) or ()}
         if self.acronyms:
-            for i, w in enumerate(ws):
-                category = self.acronyms.get(w)
-                if category and not self.context.isdisjoint(ws[max(0, i - _CONTEXT_REACH):i + 1 + _CONTEXT_REACH]):
-                    found.add(category)
+            ws = words.split()
+            if not self._acronym_words.isdisjoint(ws):
+                for i, w in enumerate(ws):
+                    category = self.acronyms.get(w)
+                    if category and not self.context.isdisjoint(ws[max(0, i - _CONTEXT_REACH):i + 1 + _CONTEXT_REACH]):
+                        found.add(category)
         if not text.isascii():
             nws = native_words(text)
             found |= self.native.scan(nws)
@@ -308,8 +370,7 @@ def pair_spans(text: str, names: SpecialCategoryMatcher,
             end = text.find(text[start], start + 1)
             start, end = start + 1, size if end < 0 else end
         else:
-            stop = _VALUE_END.search(text, start)
-            end = size if stop is None else stop.start()
+            end = _value_end(text, start)
         while end > start and text[end - 1] in " \t":
             end -= 1
         if end > start:
@@ -320,6 +381,19 @@ def pair_spans(text: str, names: SpecialCategoryMatcher,
             if category and m.group("val").strip():
                 spans.append((m.start("val"), m.end("val"), category))
     return spans
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where an unquoted value that starts at `start` ends (see _VALUE_END): fail closed, the end
+    of the text when nothing ends it."""
+    pos = start
+    while True:
+        stop = _VALUE_END.search(text, pos)
+        if stop is None:
+            return len(text)
+        if stop.group() not in _SOFT_END or _NEXT_KEY.match(text, stop.end()):
+            return stop.start()
+        pos = stop.end()
 
 
 def scrub_special(text: str, names: SpecialCategoryMatcher, vocabulary: Vocabulary) -> tuple[str, tuple[str, ...]]:
