@@ -242,6 +242,37 @@ def test_every_term_is_found_by_the_vocabulary_as_written(vocabulary):
                 assert not vocabulary.categories(term), term
 
 
+def _disguises(term: str) -> list[str]:
+    """A term written the ways values write it: cases, camelCase, glued to other words, digits for
+    letters, separators, inside paths and command lines."""
+    plain = term.replace("*", "")
+    camel = "".join(w.capitalize() for w in re.split(r"[^\w]+", plain))
+    loose = plain.replace("i", "1").replace("o", "0").replace("e", "3")
+    return [plain, plain.upper(), plain.title(), camel, camel + "Updater", "my" + camel, loose, loose.upper(),
+            f"C:\\Users\\pz-1\\{camel}\\x.pdf", f"--note={plain.replace(' ', '_')}", f"x {plain}s y",
+            f"pre{plain}", f"{plain}post", plain.replace(" ", "-"), plain.replace(" ", ""), f"({plain})",
+            f"{plain.upper()}Positive", f"v2_{plain}_3"]
+
+
+def test_the_screen_never_hides_what_the_scan_finds(vocabulary):
+    """`categories` skips the word scan when one RE2 search of the text says no term can be in
+    it: that screen must pass every text the scan would find something in."""
+    import tomllib
+
+    from transforms.special_text import DEFAULT_VALUES
+
+    data = tomllib.loads(DEFAULT_VALUES.read_text(encoding="utf-8"))
+    texts = [d for terms in data["terms"].values() for t in terms if t.isascii() for d in _disguises(t)]
+    texts += [d for k, terms in data["acronyms"].items() for t in terms for d in _disguises(f"{t} member")]
+    texts += _ORDINARY + [t for t, _ in _PROSE] + [t for t, _, _ in _PAIRS]
+    found = 0
+    for text in texts:
+        if vocabulary.scan(text):
+            found += 1
+            assert vocabulary.screen(text), text
+    assert found > len(texts) // 2  # the disguises are found, so the check above is not empty
+
+
 def test_no_term_is_made_of_hex_digits(vocabulary):
     """FieldEngine.clean_mask proves lower-case hex identifiers clean without asking the vocabulary:
     no term (nor an acronym's context word) may be spelt with hex digits alone."""

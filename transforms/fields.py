@@ -154,11 +154,12 @@ class FieldEngine:
         the free-text rule replaces those. Such a token has no `:`, `=` or `<`, so the pair rule
         cannot change it; the vocabulary is asked once per distinct token (memoised). Lower-case
         hex identifiers need no asking: no term is made of hex digits (tests/test_special_text.py)."""
-        ask = pc.and_(clean, pc.invert(pc.fill_null(pc.match_substring_regex(values, f"^{HEX_ID}$"), False)))
-        if not pc.any(ask).as_py():
+        candidates = pc.unique(values.filter(clean))
+        if not len(candidates):
             return clean
+        asked = candidates.filter(pc.invert(pc.match_substring_regex(candidates, f"^{HEX_ID}$")))
         has_term = self.special.has_term  # type: ignore[union-attr]
-        special = [v for v in pc.unique(values.filter(ask)).to_pylist() if has_term(v)]
+        special = [v for v in asked.to_pylist() if has_term(v)]
         if not special:
             return clean
         return pc.and_(clean, pc.invert(pc.fill_null(pc.is_in(values, value_set=pa.array(special, pa.string())),

@@ -199,6 +199,7 @@ class Vocabulary:
         if unknown:
             raise SpecialValuesError(f"{path}: unknown tables {sorted(unknown)}")
         self._latin: dict[str, list[str]] = {}   # category -> regex pieces over `probe` words
+        self._screen: list[tuple[list[str], bool, bool]] = []  # (words, '*word', 'word*') of every Latin term
         self.native = _Index()
         self.unspaced: list[tuple[str, str]] = []
         self.acronyms: dict[str, str] = {}
@@ -234,6 +235,8 @@ class Vocabulary:
             self._set.Add(f" (?:{'|'.join(pieces)}) ".encode())
             self._set_categories.append(category)
         self._set.Compile()
+        self._screen_re = re2.compile(_screen_pattern(self._screen + [([w], False, False) for w in self.acronyms]),
+                                      options)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("_set", "_set_categories")}
@@ -265,6 +268,7 @@ class Vocabulary:
             raise SpecialValuesError(f"term {term!r}: at least {_AFFIX_MIN} letters next to '*'")
         if star_start and (len(ws) > 1 or star_end):
             raise SpecialValuesError(f"term {term!r}: '*word' is one word")
+        self._screen.append((ws, star_start, star_end))
         piece = " ".join(ws)
         if star_start:
             piece = "[a-z0-9]+" + piece          # strictly longer: `brustkrebs`, not `krebs` itself
@@ -273,7 +277,18 @@ class Vocabulary:
         self._latin.setdefault(category, []).append(piece)
 
     def categories(self, text: str) -> set[str]:
-        """Categories of every term in `text` (empty when there is none)."""
+        """Categories of every term in `text` (empty when there is none). An ASCII text the screen
+        (`_screen_pattern`, one RE2 search of the text as it is) does not match has none."""
+        if text.isascii() and _SPACED_HINT.search(text) is None and self._screen_re.search(text) is None:
+            return set()
+        return self.scan(text)
+
+    def screen(self, text: str) -> bool:
+        """The screen alone: False only when `scan` certainly finds nothing in an ASCII `text`."""
+        return not text.isascii() or _SPACED_HINT.search(text) is not None or self._screen_re.search(text) is not None
+
+    def scan(self, text: str) -> set[str]:
+        """`categories` without the screen: every value's words against every term."""
         words = probe(text)
         found = {self._set_categories[i] for i in self._set.Match(words.encode()) or ()}
         if self.acronyms:
@@ -290,6 +305,43 @@ class Vocabulary:
                 joined = "".join(nws)
                 found.update(category for term, category in self.unspaced if term in joined)
         return found
+
+
+# What a folded letter of a term can stand for in a value as written (see `fold`).
+_SOURCES = {"i": "iIlL1", "o": "oO0", "e": "eE3", "a": "aA4", "s": "sS5", "t": "tT7", "b": "bB8", "g": "gG9"}
+
+
+def _screen_pattern(terms: list[tuple[list[str], bool, bool]]) -> str:
+    """One pattern that matches an ASCII value as written whenever `probe` + the term set would
+    find a term in it (it may match more; the exact scan decides): each folded letter a class of
+    what folds to it in either case, words separated by any non-alphanumerics or none (camelCase),
+    a term starting after a non-alphanumeric or at an upper-case letter (where camelCase splits),
+    ending before anything but a lower-case letter or digit."""
+    def cls(ch: str, upper: bool = False) -> str:
+        chars = _SOURCES.get(ch, ch + ch.upper() if ch.isalpha() else ch)
+        if upper:
+            chars = "".join(c for c in chars if not c.islower())
+        return f"[{chars}]" if len(chars) > 1 else re.escape(chars)
+
+    def body(ws: list[str], upper_first: bool) -> str:
+        parts = []
+        for i, w in enumerate(ws):
+            parts.append("".join(cls(c, upper_first and i == 0 and j == 0) for j, c in enumerate(w)))
+        return "[^A-Za-z0-9]*".join(parts)
+
+    groups: dict[tuple[bool, bool], list[tuple[str, str]]] = {}
+    for ws, star_start, star_end in terms:
+        groups.setdefault((star_start, star_end), []).append((body(ws, False), body(ws, True)))
+    alternatives = []
+    for (star_start, star_end), bodies in groups.items():
+        any_case = "|".join(b for b, _ in bodies)
+        end = "" if star_end else "(?:$|[^a-z0-9])"
+        if star_start:
+            alternatives.append(f"[A-Za-z0-9](?:{any_case}){end}")
+        else:
+            upper = "|".join(u for _, u in bodies)
+            alternatives.append(f"(?:(?:^|[^A-Za-z0-9])(?:{any_case})|(?:{upper})){end}")
+    return "|".join(alternatives)
 
 
 def _strings(path: Path, name: str, items: object) -> list[str]:
