@@ -254,3 +254,195 @@ def windows_unmapped() -> list[tuple[str, dict]]:
         ("other/7045", winlogbeat(902, "System", 7045, "Service Control Manager",
                                   {"ServiceName": "svc", "ImagePath": f"{PROFILE}\\svc.exe --pw {PW}"})),
     ]
+
+
+# ------------------------------------------------------------------ ECS
+
+
+def _ecs(i: int, kind: str, category: list[str], etype: list[str], **fields: Any) -> dict:
+    doc: dict[str, Any] = {
+        "@timestamp": TS, "ecs": {"version": "8.11.0"},
+        "agent": {"type": "endpoint", "version": "8.11.1", "id": "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+                  "name": "WS-AMELIA-07"},
+        "host": {"id": "4c4c4544-0051-3510-8057-b4c04f4e4d32", "name": "ws-amelia-07.corp.example",
+                 "hostname": "WS-AMELIA-07", "ip": ["10.20.30.41"], "mac": ["3c-22-fb-0a-1b-2d"],
+                 "os": {"family": "windows", "name": "Windows 11 Pro", "version": "23H2"}},
+        "event": {"kind": kind, "category": category, "type": etype, "id": f"Nx9{i:05d}Qm",
+                  "created": TS, "dataset": "endpoint.events", "module": "endpoint"},
+        "organization": {"id": "acme-corp"},
+        "message": f"Endpoint event on {HOST} by {ACCOUNT} with {PW}",
+        "user": {"name": ACCOUNT, "domain": "CORP", "id": SID},
+    }
+    for path, value in fields.items():
+        node = doc
+        parts = path.split("__")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return doc
+
+
+def _process(**extra: Any) -> dict:
+    return {"process__pid": 4312, "process__executable": f"{PROFILE}\\AppData\\Local\\app\\sync.exe",
+            "process__name": "sync.exe", **extra}
+
+
+ECS_EVENTS: list[tuple[str, dict, dict]] = [
+    ("process start", _ecs(1, "event", ["process"], ["start"], **_process(
+        process__command_line=f"sync.exe --user {ACCOUNT} --password {PW} --api-key {TOKEN}",
+        process__args=["sync.exe", "--password", PW], process__parent__pid=3988,
+        process__parent__executable="C:\\Windows\\explorer.exe",
+        process__parent__command_line=f"explorer.exe /token {TOKEN}",
+        process__hash__sha256="0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        host__geo__country_iso_code="DE")),
+     {"event_kind": "process_start", "pid": 4312, "parent_pid": 3988, "country": "DE"}),
+    ("network outbound", _ecs(2, "event", ["network"], ["start", "connection"], **_process(
+        network__direction="egress", network__transport="tcp", source__ip="10.20.30.41", source__port=50312,
+        destination__ip="203.0.113.77", destination__port=443, destination__domain="sync.example.net")),
+     {"event_kind": "network_connect", "remote_ip": "203.0.113.77", "remote_port": 443}),
+    ("network inbound", _ecs(3, "event", ["network"], ["start", "connection"], **_process(
+        network__direction="ingress", source__ip="198.51.100.9", source__port=61022,
+        destination__ip="10.20.30.41", destination__port=3389)),
+     {"event_kind": "network_connect", "remote_ip": "198.51.100.9", "remote_port": 61022}),
+    ("file creation", _ecs(4, "event", ["file"], ["creation"], **_process(
+        file__path=f"{PROFILE}\\Downloads\\report-{TOKEN}.docx", file__name=f"report-{TOKEN}.docx",
+        file__extension="docx")),
+     {"event_kind": "file_write", "pid": 4312}),
+    ("registry change", _ecs(5, "event", ["registry"], ["change"], **_process(
+        registry__path=f"HKU\\{SID}\\Software\\Vendor\\Sync\\Token", registry__hive="HKU",
+        registry__key=f"{SID}\\Software\\Vendor\\Sync", registry__value="Token",
+        registry__data__strings=[TOKEN], registry__data__type="REG_SZ")),
+     {"event_kind": "registry_set"}),
+    ("registry key creation", _ecs(6, "event", ["registry"], ["creation"], **_process(
+        registry__path=f"HKU\\{SID}\\Software\\Vendor\\New")),
+     {"event_kind": "registry_key"}),
+    ("dns query", _ecs(7, "event", ["network"], ["protocol", "info"], **_process(
+        network__protocol="dns", dns__question__name="cdn.example.org", dns__question__type="A",
+        dns__resolved_ip=["198.51.100.23"])),
+     {"event_kind": "dns_query", "query_name": "cdn.example.org"}),
+    ("web access", _ecs(8, "event", ["web"], ["access"],
+                         url__full=f"https://{ACCOUNT}:{PW}@portal.example.com/login?session={TOKEN}",
+                         url__domain="portal.example.com", http__request__method="GET",
+                         http__request__referrer=f"https://mail.example.com/inbox?u={ACCOUNT}",
+                         user_agent__name="Firefox", user_agent__original="Mozilla/5.0 (Windows NT 10.0) Firefox/120.0"),
+     {"url_host": "portal.example.com", "referrer_host": "mail.example.com", "browser": "Firefox"}),
+    ("logon", _ecs(9, "event", ["authentication", "session"], ["start"], event__outcome="success",
+                   event__action="logged-in", source__ip="192.0.2.15", source__port=50111,
+                   process__executable="C:\\Windows\\System32\\svchost.exe", process__pid=680),
+     {"event_kind": "logon", "remote_ip": "192.0.2.15"}),
+    ("alert", _ecs(10, "alert", ["malware", "intrusion_detection"], ["info", "denied"], **_process(
+        rule__name="Malicious Behavior Detection Alert: Credential Access", event__action="rule_detection",
+        event__outcome="success", file__path=f"{PROFILE}\\Downloads\\setup-{TOKEN}.exe",
+        file__hash__sha256="9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08",
+        url__full=f"https://dl.example.net/p?key={TOKEN}")),
+     {"threat_name": "Malicious Behavior Detection Alert: Credential Access",
+      "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "source_url_host": "dl.example.net"}),
+]
+
+
+def ecs_events() -> list[tuple[str, dict, dict]]:
+    return copy.deepcopy(ECS_EVENTS)
+
+
+def ecs_unmapped() -> list[tuple[str, dict]]:
+    return [
+        ("event/authentication/start", _ecs(20, "event", ["authentication"], ["start"], event__outcome="failure",
+                                            source__ip="192.0.2.15")),
+        ("event/package/installation", _ecs(21, "event", ["package"], ["installation"],
+                                            package__name="tool", package__path=f"{PROFILE}\\tool")),
+        ("metric/host/info", _ecs(22, "metric", ["host"], ["info"], host__cpu__usage=0.4)),
+    ]
+
+
+# ------------------------------------------------------------------ OCSF
+
+TIME_MS = 1795169045123  # 2026-11-20T10:04:05.123Z
+
+
+def _ocsf(i: int, class_uid: int, activity_id: int, **fields: Any) -> dict:
+    category = class_uid // 1000 if class_uid < 100000 else class_uid // 100000
+    doc: dict[str, Any] = {
+        "class_uid": class_uid, "activity_id": activity_id, "category_uid": category,
+        "type_uid": class_uid * 100 + activity_id, "severity_id": 1, "status_id": 1, "time": TIME_MS,
+        "metadata": {"uid": f"7f3e{i:04d}-5d2c-4b1a-9e8f-0a1b2c3d4e5f", "version": "1.1.0",
+                     "product": {"name": "Example EDR", "vendor_name": "Example", "version": "4.2.0"},
+                     "tenant_uid": "acme-corp", "log_name": "edr"},
+        "device": {"uid": "4c4c4544-0051-3510-8057-b4c04f4e4d32", "hostname": HOST, "name": "WS-AMELIA-07",
+                   "type_id": 2, "ip": "10.20.30.41", "os": {"name": "Windows 11", "type_id": 100},
+                   "location": {"country": "FR", "city": "Lyon"}, "groups": [{"name": "office"}]},
+        "actor": {"user": {"name": ACCOUNT, "domain": "CORP", "uid": SID},
+                  "process": {"pid": 3988, "file": {"path": f"{PROFILE}\\AppData\\Local\\app\\sync.exe",
+                                                    "name": "sync.exe"}}},
+        "message": f"activity by {ACCOUNT} on {HOST}",
+        "raw_data": f"<Event><Data Name='CommandLine'>sync.exe --password {PW}</Data></Event>",
+    }
+    for path, value in fields.items():
+        node = doc
+        parts = path.split("__")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return doc
+
+
+OCSF_EVENTS: list[tuple[str, dict, dict]] = [
+    ("1007/1 process launch", _ocsf(1, 1007, 1, process={
+        "pid": 4312, "cmd_line": f"net use \\\\fs01\\share /user:CORP\\{ACCOUNT} {PW}",
+        "file": {"path": "C:\\Windows\\System32\\net.exe", "name": "net.exe"},
+        "user": {"name": ACCOUNT, "domain": "CORP"},
+        "parent_process": {"pid": 3988, "file": {"path": f"{PROFILE}\\AppData\\Local\\app\\sync.exe"},
+                           "cmd_line": f"sync.exe --token {TOKEN}"}}),
+     {"event_kind": "process_start", "pid": 4312, "parent_pid": 3988, "country": "FR"}),
+    ("1001/1 file create", _ocsf(2, 1001, 1, file={"path": f"{PROFILE}\\Downloads\\report-{TOKEN}.docx",
+                                                  "name": f"report-{TOKEN}.docx", "type_id": 1}),
+     {"event_kind": "file_write", "pid": 3988}),
+    ("201002/2 registry value set", _ocsf(3, 201002, 2, reg_value={
+        "path": f"HKU\\{SID}\\Software\\Vendor\\Sync\\Token", "name": "Token", "data": TOKEN, "type_id": 1}),
+     {"event_kind": "registry_set"}),
+    ("201001/1 registry key create", _ocsf(4, 201001, 1, reg_key={"path": f"HKU\\{SID}\\Software\\Vendor\\New"}),
+     {"event_kind": "registry_key"}),
+    ("4003/1 dns query", _ocsf(5, 4003, 1, query={"hostname": "cdn.example.org", "type": "A", "class": "IN"},
+                               answers=[{"rdata": "198.51.100.23", "type": "A"}],
+                               src_endpoint={"ip": "10.20.30.41", "port": 53011}),
+     {"event_kind": "dns_query", "query_name": "cdn.example.org"}),
+    ("4002/3 http get", _ocsf(6, 4002, 3, http_request={
+        "http_method": "GET", "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0",
+        "referrer": f"https://mail.example.com/inbox?u={ACCOUNT}",
+        "url": {"url_string": f"https://{ACCOUNT}:{PW}@portal.example.com/login?session={TOKEN}",
+                "hostname": "portal.example.com", "path": "/login", "query_string": f"session={TOKEN}"}}),
+     {"url_host": "portal.example.com", "referrer_host": "mail.example.com"}),
+    ("4001/1 network open outbound", _ocsf(7, 4001, 1, connection_info={"direction_id": 2, "protocol_name": "tcp"},
+                                           src_endpoint={"ip": "10.20.30.41", "port": 50312},
+                                           dst_endpoint={"ip": "203.0.113.77", "port": 443,
+                                                         "hostname": "sync.example.net"}),
+     {"event_kind": "network_connect", "remote_ip": "203.0.113.77", "remote_port": 443}),
+    ("4001/6 network traffic inbound", _ocsf(8, 4001, 6, connection_info={"direction_id": 1},
+                                             src_endpoint={"ip": "198.51.100.9", "port": 61022},
+                                             dst_endpoint={"ip": "10.20.30.41", "port": 3389}),
+     {"event_kind": "network_connect", "remote_ip": "198.51.100.9", "remote_port": 61022}),
+    ("3002/1 logon", _ocsf(9, 3002, 1, user={"name": ACCOUNT, "domain": "CORP", "uid": SID}, logon_type_id=10,
+                           logon_type="Remote Interactive", src_endpoint={"ip": "192.0.2.15"},
+                           auth_protocol="Kerberos"),
+     {"event_kind": "logon", "logon_type": 10, "remote_ip": "192.0.2.15"}),
+    ("2004/1 detection finding", _ocsf(10, 2004, 1, finding_info={
+        "uid": "f-3301", "title": "Trojan:Win32/Wacatac.B!ml", "desc": f"found in {PROFILE} by {ACCOUNT}"},
+        malware=[{"name": "Wacatac", "classification_ids": [3]}], disposition="Blocked", disposition_id=2,
+        evidences=[{"file": {"path": f"{PROFILE}\\Downloads\\setup-{TOKEN}.exe",
+                             "hashes": [{"algorithm_id": 3,
+                                         "value": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}]},
+                    "url": {"url_string": f"https://dl.example.net/p?key={TOKEN}"}}]),
+     {"threat_name": "Wacatac", "action": "Blocked",
+      "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "source_url_host": "dl.example.net"}),
+]
+
+
+def ocsf_events() -> list[tuple[str, dict, dict]]:
+    return copy.deepcopy(OCSF_EVENTS)
+
+
+def ocsf_unmapped() -> list[tuple[str, dict]]:
+    return [
+        ("1007/2", _ocsf(20, 1007, 2, process={"pid": 4312, "file": {"path": "C:\\x.exe"}})),
+        ("6003/1", _ocsf(21, 6003, 1, api={"operation": "GetObject"})),
+        ("3002/1", _ocsf(22, 3002, 1, status_id=2, user={"name": ACCOUNT})),
+    ]

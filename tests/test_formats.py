@@ -13,7 +13,18 @@ from pathlib import Path
 
 import orjson
 import pytest
-from format_samples import ACCOUNT, PLANTED, SHAPES, SID, windows_events, windows_unmapped
+from format_samples import (
+    ACCOUNT,
+    PLANTED,
+    SHAPES,
+    SID,
+    ecs_events,
+    ecs_unmapped,
+    ocsf_events,
+    ocsf_unmapped,
+    windows_events,
+    windows_unmapped,
+)
 from test_fast_path import assert_same
 
 from schemas.formats import (
@@ -32,8 +43,9 @@ from transforms.records import SanitizeContext, sanitize_lines
 
 PROFILE = ConsentProfile("test", default=ProfileEntry(frozenset({"eula", "ksn"})), default_country="NL")
 
-SAMPLES = {"windows-events": windows_events}
-UNMAPPED = {"windows-events": windows_unmapped}
+SAMPLES = {"windows-events": windows_events, "ecs": ecs_events, "ocsf": ocsf_events}
+SOURCE_COUNTRY = {"ocsf": "FR"}
+UNMAPPED = {"windows-events": windows_unmapped, "ecs": ecs_unmapped, "ocsf": ocsf_unmapped}
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +96,12 @@ def identity_holds(stats: Counter) -> bool:
 
 
 def test_every_mapping_file_loads_and_names_only_policy_fields(policy):
+    assert sorted(p.stem for p in Path("schemas/formats").glob("*.toml")) == sorted(MAPPED_FORMATS)
     for name in MAPPED_FORMATS:
-        if (Path("schemas/formats") / f"{name}.toml").exists() or name in SAMPLES:
-            mapping = load_format(name, policy)
-            assert mapping.events
-            for ev in mapping.events:
-                assert set(dict(ev.fields)) <= policy.types[ev.record_type].allowed
+        mapping = load_format(name, policy)
+        assert mapping.events
+        for ev in mapping.events:
+            assert set(dict(ev.fields)) <= policy.types[ev.record_type].allowed
 
 
 def test_a_mapping_onto_a_field_the_policy_does_not_allow_is_refused(policy, tmp_path):
@@ -143,7 +155,9 @@ def test_every_sample_event_is_mapped_and_round_trips(ctx, mappings, fmt):
         for field, value in expected.items():
             assert row[field] == value, (name, field)
         assert row["device_id_pseudonym"] == ctx.pseudonym("device", rec["device_id"]), name
-        assert row["country"] == "NL" and row["user_region"] == "EEA", name
+        # the source's country where the format has one (OCSF's samples: FR), else the profile's
+        assert row["country"] == expected.get("country", SOURCE_COUNTRY.get(fmt, "NL")), name
+        assert row["user_region"] == "EEA", name
         assert str(row["event_time"]).startswith("2026-11-20 10:04:05.123"), name
 
 

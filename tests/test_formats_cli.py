@@ -9,7 +9,15 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from format_samples import PLANTED, windows_events, windows_unmapped
+from format_samples import (
+    PLANTED,
+    ecs_events,
+    ecs_unmapped,
+    ocsf_events,
+    ocsf_unmapped,
+    windows_events,
+    windows_unmapped,
+)
 
 from pipeline import cli
 
@@ -22,7 +30,9 @@ default_country = "NL"
 consent = ["eula", "ksn"]
 """
 
-SOURCES = {"windows-events": lambda: [s for _, s, _ in windows_events()] + [s for _, s in windows_unmapped()]}
+SOURCES = {"windows-events": lambda: [s for _, s, _ in windows_events()] + [s for _, s in windows_unmapped()],
+           "ecs": lambda: [s for _, s, _ in ecs_events()] + [s for _, s in ecs_unmapped()],
+           "ocsf": lambda: [s for _, s, _ in ocsf_events()] + [s for _, s in ocsf_unmapped()]}
 
 
 def _write(path: Path, objs: list[dict]) -> str:

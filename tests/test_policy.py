@@ -79,7 +79,7 @@ def test_schema_is_explicit_and_stable(policy):
         (("retention_days = 30\non_expiry = \"delete\"\nfields.sender",
           "retention_days = -1\non_expiry = \"delete\"\nfields.sender"), "positive number of days"),
         (("on_expiry = \"lock\"", "on_expiry = \"archive\""), "must be one of delete, lock"),
-        (("version = \"2026.11.1\"", "version = 2026"), "must be str"),
+        (("version = \"2026.12.1\"", "version = 2026"), "must be str"),
         (("UK.countries = [\"GB\"", "UK.countries = [\"NL\""), "'NL' is already in region EEA"),
         (("fields.lat = { transform = \"coarse_coordinate\", decimals = 2 }",
           "fields.lat = { transform = \"coarse_coordinate\", decimals = 5 }"), "2 decimals is about 1 km"),
