@@ -231,7 +231,21 @@ def nxlog(i: int, channel: str, event_id: int, provider: str, data: dict) -> dic
             "SourceModuleType": "im_msvistalog", **copy.deepcopy(data)}
 
 
-SHAPES = {"winlogbeat": winlogbeat, "logstash": logstash, "nxlog": nxlog}
+def evtx_json(i: int, channel: str, event_id: int, provider: str, data: dict) -> dict:
+    """An EVTX record converted to JSON by evtx_dump (XML attributes under "#attributes")."""
+    return {"Event": {
+        "#attributes": {"xmlns": "http://schemas.microsoft.com/win/2004/08/events/event"},
+        "System": {"Provider": {"#attributes": {"Name": provider, "Guid": "5770385F-C22A-43E0-BF4C-06F5698FFBD9"}},
+                   "EventID": event_id, "Version": 5, "Level": 4, "Task": 1, "Opcode": 0,
+                   "Keywords": "0x8000000000000000", "TimeCreated": {"#attributes": {"SystemTime": "2026-11-20T10:04:05.123000Z"}},
+                   "EventRecordID": 70000 + i, "Correlation": None,
+                   "Execution": {"#attributes": {"ProcessID": 3120, "ThreadID": 4012}},
+                   "Channel": channel, "Computer": HOST,
+                   "Security": {"#attributes": {"UserID": "S-1-5-18"}}},
+        "EventData": copy.deepcopy(data)}}
+
+
+SHAPES = {"winlogbeat": winlogbeat, "logstash": logstash, "nxlog": nxlog, "evtx_dump": evtx_json}
 
 
 def windows_events() -> list[tuple[str, dict, dict]]:

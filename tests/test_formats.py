@@ -178,7 +178,7 @@ def test_windows_coverage_by_event(ctx, mappings):
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_each_windows_shape_gives_the_same_data(mappings, shape):
-    """Winlogbeat, Logstash and NXLog exports of one event map onto the same data fields."""
+    """Winlogbeat, Logstash, NXLog and evtx_dump exports of one event map onto the same data fields."""
     by_shape: dict[str, dict] = {}
     for name, source, _ in windows_events():
         s, event = name.split(":", 1)
