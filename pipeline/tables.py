@@ -44,6 +44,18 @@ def is_remote(location: str) -> bool:
     return "://" in location
 
 
+def not_local(option: str, location: str) -> str | None:
+    """Why an output location is refused, or None for a local path. Outputs are local directories
+    (or mounted file systems): the leases that keep runs, erasures and maintenance apart are local
+    file locks (pipeline/lease.py), and erase/maintain read the file system directly; an object
+    store has neither (docs/tables.md, Locations)."""
+    if not is_remote(location):
+        return None
+    return (f"{option} {location}: only a local directory (or a mounted file system) is supported, not a URI: "
+            "the locks that keep runs, erasures and maintenance apart are local file locks (docs/tables.md, "
+            "Locations)")
+
+
 def join(location: str, *parts: str) -> str:
     """`location`/part/...: a URI keeps '/' separators, a local path uses os.path."""
     if is_remote(location):
