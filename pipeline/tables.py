@@ -1,6 +1,6 @@
 """The output as Delta Lake tables: layout, table configuration, opening and committing.
 
-Layout under an output location DIR (a local path or an s3:// gs:// abfs:// URI):
+Layout under an output directory DIR (local: a URI is refused, see `not_local`):
   DIR/<type>/                one Delta table per record type, partitioned by user_region, event_date
   DIR/_locked/<type>/        rows of types whose retention locks them; same schema and partitioning
   DIR/_quarantine/           one unpartitioned Delta table
