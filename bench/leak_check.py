@@ -19,7 +19,7 @@ Classes (issue 13):
 Every value is synthetic: token formats are built from the providers' documented shapes
 (prefix, alphabet, length) with random characters, so nothing here is a real secret. A
 planted secret has leaked when its random core appears anywhere in the output tables or
-the quarantine (classes 1-4), when a duplicate-key record is written (5), or when a
+the quarantine, in any letter case (classes 1-4), when a duplicate-key record is written (5), or when a
 special-category field is not counted as special category (7).
 
 The base of this work can be measured too: `PYTHONPATH=/path/to/old/tree python bench/leak_check.py`
@@ -137,6 +137,21 @@ _CLASS2 = [
     ("mot-de-passe", "sync mot_de_passe={S} --go"),
     ("contrasena", "contraseña={S}"),
     ("kennwort-colon", "Kennwort: {S}"),
+    # found by an independent hostile corpus after the first version of this work
+    ("dsquery-p", "dsquery user -u CORP\\zqadmin -p {S} -limit 0"),
+    ("dsmod-pwd", "dsmod user cn=zq,dc=corp -pwd {S} -mustchpwd yes"),
+    ("pwd-colon", "PWD:{S}"),
+    ("pass-colon-space", "Pass: {S}"),
+    ("securestring-in-credential", "$c = New-Object System.Management.Automation.PSCredential -ArgumentList "
+                                   "\"zqbob\",(ConvertTo-SecureString -String \"{S}\" -AsPlainText -Force)"),
+    ("securestring-positional", "ConvertTo-SecureString '{S}' -AsPlainText -Force"),
+    ("greek", "κωδικός πρόσβασης: {S}"),
+    ("arabic", "كلمة المرور={S}"),
+    ("glued-p-any-program", "backup-agent.exe -u zqbob -p{S} --run"),
+    ("ssh-keygen-N", "ssh-keygen -t ed25519 -N {S} -f id_zq"),
+    ("ssh-keygen-P", "ssh-keygen -p -P {S} -N '' -f id_zq"),
+    ("rclone-pair", "rclone config create zqs3 s3 access_key_id ZQID secret_access_key {S}"),
+    ("rclone-pass", "rclone config create zqsftp sftp host h.example user zqbob pass {S}"),
 ]
 
 _CLASS3 = [
@@ -166,6 +181,7 @@ _CLASS4 = [
     ("ms-settings", "ms-settings:{S}"),
     ("mailto", "mailto:zqalice{U}@example.com?subject={S}"),
     ("data-in-command", "chrome.exe data:text/html,<b>{S}</b>"),
+    ("scheme-relative", "fetch //zqalice{U}:{S}@h.example/path"),
 ]
 
 # Special-category names in disguise (class 7): (planted name, expected category).
@@ -193,6 +209,15 @@ SPECIAL_NAMES = [
     ("kerk", "religion"), ("kirche", "religion"), ("eglise", "religion"), ("syndicalist", "trade_union"),
     ("gezichtsherkenning", "biometric"), ("gesichtserkennung", "biometric"), ("dna_sample", "genetic"),
     ("partij", "political_opinion"), ("parteimitglied", "political_opinion"), ("voting_intention", "political_opinion"),
+    # other languages and scripts, found missing by an independent hostile corpus
+    ("salud", "health"), ("здоровье", "health"), ("религия", "religion"), ("saúde", "health"),
+    ("religião", "religion"), ("zdrowie", "health"), ("sağlık", "health"), ("健康", "health"), ("宗教", "religion"),
+    ("orientación_sexual", "sexual_orientation"), ("opinión_política", "political_opinion"),
+    ("sindicato", "trade_union"), ("etnia", "racial_or_ethnic_origin"), ("huella_dactilar", "biometric"),
+    ("cinsel_yönelim", "sexual_orientation"), ("sendika", "trade_union"), ("профсоюз", "trade_union"),
+    ("политические_взгляды", "political_opinion"), ("этническое_происхождение", "racial_or_ethnic_origin"),
+    ("性取向", "sexual_orientation"), ("工会", "trade_union"), ("民族", "racial_or_ethnic_origin"),
+    ("指纹", "biometric"), ("基因", "genetic"), ("genetyczne", "genetic"), ("用户健康状态", "health"),
 ]
 
 
@@ -310,12 +335,12 @@ def run(seed: int = 7, sample: int = 1) -> dict:
     for start in range(0, len(lines), batch):
         numbered = list(enumerate(lines[start:start + batch], start + 1))
         blob_parts.append(_strings(sanitize_columnar(ctx, "corpus.ndjson", 0, numbered)))
-    blob = "\n".join(blob_parts)
+    blob = "\n".join(blob_parts).lower()     # URL hosts are lower-cased: `AKIA...` is still a leak as `akia...`
     per_class: dict[str, Counter] = defaultdict(Counter)
     per_field: dict[str, Counter] = defaultdict(Counter)
     leaked_examples: dict[str, list[str]] = defaultdict(list)
     for cls, name, rtype, field, _line, cores in planted:
-        leak = any(core in blob for core in cores)
+        leak = any(core.lower() in blob for core in cores)
         for table, key in ((per_class, cls), (per_field, f"{rtype}.{field}")):
             table[key]["planted"] += 1
             table[key]["leaked"] += leak

@@ -462,3 +462,24 @@ def test_a_failing_host_lookup_gives_the_same_on_both_ways(ctx, monkeypatch):
     got = columnar._url(fresh(ctx), rule, pa.array(values, pa.string()), [])
     assert [c.to_pylist() for c in got] == expected
     assert expected[-1] == ["invalid", "invalid", "ok"] * 3  # the status column
+
+
+def test_a_token_where_the_host_goes_is_emptied_and_counted_on_every_path(ctx):
+    """A url whose "host" is a bare token (`https://AKIA.../`) is written with empty URL columns and
+    status secret_like, and counted as a removed field, the same on all three paths."""
+    tokens = ["AKIAZQ7D3F5H2J4K6L8M", "ghp_Zq01234567890abcdefABCDEFghijklmnopq",
+              "xoxb-123456789012-1234567890123-ZqAbCdEfGhIjKlMnOpQrStUv", "S-1-5-21-1234567-2345678-3456789-1001"]
+    lines = good_lines(200)
+    for i, token in enumerate(tokens):
+        lines[4 * i + 1] = variant(URL_VISIT, event_id=f"t-{i}", data__url=f"https://{token}/x")
+        lines[4 * i + 3] = variant(URL_VISIT, event_id=f"r-{i}", data__url=token)
+    numbered = list(enumerate(lines, 1))
+    got = sanitize_columnar(fresh(ctx), "in.ndjson", 2, numbered)
+    assert_same(got, sanitize_lines(fresh(ctx), "in.ndjson", 2, numbered))
+    assert_same(got, sanitize_lines_reference(fresh(ctx), "in.ndjson", 2, numbered))
+    assert got.stats["fields_removed/url_secret_like"] == 2 * len(tokens)
+    rows = [r for t in got.outputs.values() for r in t.to_pylist() if r["event_id"][:2] in ("t-", "r-")]
+    assert len(rows) == 2 * len(tokens)
+    assert {(r["url_host"], r["url_registered_domain"], r["url_status"]) for r in rows} == {(None, None, "secret_like")}
+    blob = str([t.to_pylist() for t in got.outputs.values()])
+    assert not any(token[4:].lower() in blob.lower() for token in tokens)

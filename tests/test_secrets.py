@@ -173,6 +173,9 @@ def test_every_rule_finds_something_in_the_leak_corpus(sweep):
         "bearer-token": "bearer Zq0123456789abcdefAB",
         "cli-token-argument": "gh auth login --with-token Zq0123",
         "connection-string-password": "Server=x;Pwd=Zq01;",
+        "password-word-colon": "PWD:Zq01",
+        "credential-key-spaced": "rclone config create r s3 secret_access_key Zq01",
+        "rclone-config-pair": "rclone config create r sftp host h.example pass Zq01",
     }
     for rid, text in examples.items():
         assert rid in {r for *_, r in sweep.findings(text)}, rid
@@ -224,9 +227,29 @@ def _needs_other_char(items) -> bool:
     return False
 
 
+def _cannot_match_a_safe_token(items) -> bool:
+    """`_needs_other_char`, or `(?:^|[\\s"'])-x...`: at the start of the value such a match begins
+    with a character no safe token starts with, anywhere else it needs the blank or quote before it."""
+    import re._constants as c
+
+    if _needs_other_char(items):
+        return True
+    if len(items) < 2 or items[1][0] is not c.LITERAL:
+        return False
+    branch = items[0]
+    if branch[0] is c.SUBPATTERN and len(branch[1][-1]) == 1:
+        branch = list(branch[1][-1])[0]
+    if branch[0] is not c.BRANCH:
+        return False
+    at_start = [(c.AT, c.AT_BEGINNING)]
+    others = [list(b) for b in branch[1][1] if list(b) != at_start]
+    return all(_needs_other_char(b) for b in others) and not chr(items[1][1]).isalnum()
+
+
 def test_no_rule_can_match_a_short_safe_token():
     """The proof behind SAFE_SHORT_TOKEN: token rules match 18+ characters, every other rule needs a
-    character a safe token never has (a blank, ':', '=', '/' ...)."""
+    character a safe token never has (a blank, ':', '=', '/' ...) or starts with one a safe token
+    never starts with (`-p...` at the start of the value)."""
     import re._parser as sre_parse
 
     global _SAFE_CHARS
@@ -235,7 +258,7 @@ def test_no_rule_can_match_a_short_safe_token():
         if rule.kind == "token":
             assert parsed.getwidth()[0] >= 18, rule.id
         else:
-            assert _needs_other_char(list(parsed)), rule.id
+            assert _cannot_match_a_safe_token(list(parsed)), rule.id
     # HEX_ID: lower-case hex identifiers; no rule but the entropy one (mixed case only) fits in them
     saved = _SAFE_CHARS
     try:
@@ -297,3 +320,113 @@ def test_what_threat_analysis_needs_survives_in_the_bundled_sample():
     for field in ("event_id", "product", "detection.data.threat_name", "url_visit.data.browser",
                   "installed_app.data.name", "installed_app.data.publisher", "os_event.data.parent_image"):
         assert res["changed"][field]["values"] > 0 and res["changed"][field]["changed"] == 0, field
+
+
+# Found by an independent hostile corpus (written apart from these rules) after the first version.
+@pytest.mark.parametrize("text, secret", [
+    # scheme-relative URL with user info in free text: the user goes with the password
+    ("fetch //zqalice:ZqS3cretPw@h.example/path", "zqalice"),
+    ("fetch //zqalice:ZqS3cretPw@h.example/path", "ZqS3cretPw"),
+    # Active Directory tools
+    ("dsquery user -u CORP\\zqadmin -p ZqS3cretPw -limit 0", "ZqS3cretPw"),
+    ("dsquery user -u CORP\\zqadmin -p ZqS3cretPw -limit 0", "zqadmin"),
+    ("dsget user cn=x -p ZqS3cretPw", "ZqS3cretPw"), ("dsrm cn=x -p ZqS3cretPw -noprompt", "ZqS3cretPw"),
+    ("dsmove cn=x -newname y -p ZqS3cretPw", "ZqS3cretPw"), ("dsadd user cn=x -pwd ZqS3cretPw", "ZqS3cretPw"),
+    ("dsmod user cn=x -pwd ZqS3cretPw -mustchpwd yes", "ZqS3cretPw"),
+    # short password words with ':' or '=' in any case
+    ("PWD:ZqS3cretPw", "ZqS3cretPw"), ("Pass:ZqS3cretPw", "ZqS3cretPw"), ("pass: ZqS3cretPw", "ZqS3cretPw"),
+    ("pwd=ZqS3cretPw", "ZqS3cretPw"), ("PASS=ZqS3cretPw", "ZqS3cretPw"), ("login ok; Pw : ZqS3cretPw", "ZqS3cretPw"),
+    # ConvertTo-SecureString, also inside a credential object
+    ('ConvertTo-SecureString -String "ZqS3cretPw" -AsPlainText -Force', "ZqS3cretPw"),
+    ("ConvertTo-SecureString 'ZqS3cretPw' -AsPlainText -Force", "ZqS3cretPw"),
+    ('ConvertTo-SecureString -AsPlainText "ZqS3cretPw" -Force', "ZqS3cretPw"),
+    ('$c = New-Object System.Management.Automation.PSCredential -ArgumentList "zqbob",'
+     '(ConvertTo-SecureString -String "ZqS3cretPw" -AsPlainText -Force)', "ZqS3cretPw"),
+    ('$c = New-Object System.Management.Automation.PSCredential("zqbob", '
+     '(ConvertTo-SecureString "ZqS3cretPw" -AsPlainText -Force))', "ZqS3cretPw"),
+    ('[pscredential]::new("zqbob", (ConvertTo-SecureString -String "ZqS3cretPw" -AsPlainText -Force))', "ZqS3cretPw"),
+    # password words in other languages and scripts
+    ("κωδικός=ZqS3cretPw", "ZqS3cretPw"), ("κωδικός πρόσβασης: ZqS3cretPw", "ZqS3cretPw"),
+    ("ΚΩΔΙΚΟΣ: ZqS3cretPw", "ZqS3cretPw"), ("пароль=ZqS3cretPw", "ZqS3cretPw"), ("hasło: ZqS3cretPw", "ZqS3cretPw"),
+    ("şifre=ZqS3cretPw", "ZqS3cretPw"), ("parola: ZqS3cretPw", "ZqS3cretPw"), ("密码=ZqS3cretPw", "ZqS3cretPw"),
+    ("密码：ZqS3cretPw", "ZqS3cretPw"), ("パスワード: ZqS3cretPw", "ZqS3cretPw"), ("비밀번호=ZqS3cretPw", "ZqS3cretPw"),
+    ("كلمة المرور=ZqS3cretPw", "ZqS3cretPw"), ("סיסמה: ZqS3cretPw", "ZqS3cretPw"),
+    ("mật khẩu: ZqS3cretPw", "ZqS3cretPw"), ("kata sandi=ZqS3cretPw", "ZqS3cretPw"),
+    ("รหัสผ่าน: ZqS3cretPw", "ZqS3cretPw"), ("पासवर्ड=ZqS3cretPw", "ZqS3cretPw"),
+    # -p glued to a value after any program
+    ("foo -pZqS3cretPw", "ZqS3cretPw"), ('backup.exe "-pZqS3cretPw" --run', "ZqS3cretPw"),
+    ("agent -p=ZqS3cretPw", "ZqS3cretPw"), ("agent -psecretword", "secretword"),
+    # ssh-keygen passphrases
+    ("ssh-keygen -t ed25519 -N ZqS3cretPw -f key", "ZqS3cretPw"),
+    ("ssh-keygen -p -P ZqOldPw123 -N ZqS3cretPw -f key", "ZqOldPw123"),
+    ('ssh-keygen -N "ZqS3cretPw"', "ZqS3cretPw"),
+    # cloud credential keys as config tools take them
+    ("rclone config create s3 s3 secret_access_key ZqS3cretPw access_key_id ZqKeyId123", "ZqS3cretPw"),
+    ("rclone config create s3 s3 secret_access_key ZqS3cretPw access_key_id ZqKeyId123", "ZqKeyId123"),
+    ("rclone config create s sftp host h.example user zqbob pass ZqS3cretPw", "ZqS3cretPw"),
+    ("rclone copy --s3-secret-access-key ZqS3cretPw a b", "ZqS3cretPw"),
+    ("aws configure set aws_secret_access_key ZqS3cretPw", "ZqS3cretPw"),
+    ("aws configure set default.aws_session_token ZqS3cretPw", "ZqS3cretPw"),
+])
+def test_hostile_corpus_finding_is_removed(text, secret):
+    out = scrub(text)
+    assert secret not in out, out
+    assert REDACTED in out or "h.example" in out
+
+
+@pytest.mark.parametrize("text", [
+    # ports and switch names after -p stay
+    "docker run -p 8080:80 nginx", "docker run -p8080:80 nginx", "server -p8080", "iperf3 -p5201/udp",
+    "gcc -pthread -o a a.c", "find / -path /proc -prune -o -print",
+    "svchost.exe -k netsvcs -p", "mkdir -p /var/log/app", "patch -p1", "cp -p a b",
+    "Invoke-Thing -Path C:\\x", "mvn -Pprod package",
+    # words that only look like the new rules
+    "bypass: on", "compass=N", "Password Manager", "rclone copy remote:docs /backup",
+])
+def test_what_the_new_rules_leave_alone(text):
+    assert scrub(text) == text
+
+
+def test_keep_values_and_require_words_are_read_from_the_rule_file(tmp_path):
+    rules = tmp_path / "s.toml"
+    rules.write_text("[[rule]]\nid = 'g'\nkind = 'context'\ncheck = 'not_port'\nkeep_values = ['-path']\n"
+                     "regex = '''(?:^|\\s)-p(?P<secret>\\S{4,})'''\n"
+                     "[[rule]]\nid = 'r'\nkind = 'context'\nrequire_words = ['tool']\n"
+                     "regex = '''\\sword\\s+(?P<secret>\\S+)'''\n")
+    sweep = SecretSweep(load_rules(rules))
+    assert sweep.sweep("x -path y")[0] == "x -path y"
+    assert sweep.sweep("x -p8080")[0] == "x -p8080"
+    assert sweep.sweep("x -pathy")[0] == "x -p[REDACTED]"
+    assert sweep.sweep("other word Zq01")[0] == "other word Zq01"
+    assert sweep.sweep("tool.exe word Zq01")[0] == "tool.exe word [REDACTED]"
+
+
+class _SetOutOfMemory:
+    """What RE2::Set::Match gives when its DFA runs out of memory: no match at all."""
+
+    def Match(self, data):  # noqa: N802 - the re2 method name
+        return None
+
+
+def test_a_set_whose_dfa_runs_out_of_memory_fails_closed():
+    """RE2's set reports nothing when its DFA budget is exhausted; the sweep then tries every rule
+    rather than calling the value clean."""
+    sweep = SecretSweep()
+    sweep._set = _SetOutOfMemory()
+    text = "sync ghp_Zq01234567890abcdefABCDEFghijklmnopq and PWD:ZqS3cretPw"
+    out, n = sweep.sweep(text)
+    assert "Zq01234567890" not in out and "ZqS3cretPw" not in out and n == 2
+
+
+def test_a_scan_that_cannot_finish_scrubs_the_whole_value(monkeypatch):
+    """Any failure of the scan (RE2 out of memory, an engine error) replaces the value, never keeps it."""
+    sweep = SecretSweep()
+
+    class Broken:
+        def search(self, data):
+            raise MemoryError("DFA out of memory")
+
+    sweep._any = Broken()
+    assert sweep.sweep("sync ghp_Zq01234567890abcdefABCDEFghijklmnopq") == (REDACTED, 1)
+    assert sweep.sweep("chrome") == (REDACTED, 1)
+    assert scrub_free_text("mysql -pZqS3cretPw", _pz, _url, sweep)[0] == REDACTED

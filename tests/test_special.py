@@ -99,3 +99,39 @@ def test_a_dropped_disguised_field_is_counted_as_special_at_any_depth(ctx):
     result = sanitize_lines(ctx, "t", 0, [(1, orjson.dumps(rec))])
     assert result.stats["fields_removed/special_category"] == 3
     assert result.stats["fields_removed/not_allowed"] == 1      # `extra`, the object around HIV
+
+
+_OTHER_LANGUAGES = [
+    ("salud", "health"), ("saúde", "health"), ("zdrowie", "health"), ("sağlık", "health"), ("здоровье", "health"),
+    ("Здоровье_пользователя", "health"), ("健康", "health"), ("用户健康状态", "health"), ("건강", "health"),
+    ("υγεία", "health"), ("الصحة", "health"),
+    ("религия", "religion"), ("religião", "religion"), ("religia", "religion"), ("宗教", "religion"),
+    ("θρησκεία", "religion"), ("din", "religion"),
+    ("orientación_sexual", "sexual_orientation"), ("orientacjaSeksualna", "sexual_orientation"),
+    ("cinsel_yönelim", "sexual_orientation"), ("сексуальная_ориентация", "sexual_orientation"),
+    ("性取向", "sexual_orientation"),
+    ("opinión_política", "political_opinion"), ("siyasi_görüş", "political_opinion"),
+    ("политические_взгляды", "political_opinion"), ("政治观点", "political_opinion"),
+    ("sindicato", "trade_union"), ("związekZawodowy", "trade_union"), ("sendika", "trade_union"),
+    ("профсоюз", "trade_union"), ("工会", "trade_union"), ("労働組合", "trade_union"),
+    ("etnia", "racial_or_ethnic_origin"), ("raza", "racial_or_ethnic_origin"), ("raça", "racial_or_ethnic_origin"),
+    ("etnik_köken", "racial_or_ethnic_origin"), ("этническое_происхождение", "racial_or_ethnic_origin"),
+    ("民族", "racial_or_ethnic_origin"),
+    ("huella_dactilar", "biometric"), ("odcisk_palca", "biometric"), ("parmak_izi", "biometric"),
+    ("биометрия", "biometric"), ("指纹", "biometric"), ("지문", "biometric"),
+    ("genético", "genetic"), ("genetyczne", "genetic"), ("genetik", "genetic"), ("днк", "genetic"),
+    ("基因", "genetic"), ("遺伝子", "genetic"),
+]
+
+
+@pytest.mark.parametrize("key, category", _OTHER_LANGUAGES)
+def test_special_names_in_other_languages_and_scripts(matcher, key, category):
+    """Terms in scripts other than Latin are read in their own script (the ASCII skeleton of
+    `религия` is `per`), Chinese, Japanese and Korean ones anywhere in the name."""
+    assert matcher.category_of(key) == category
+
+
+@pytest.mark.parametrize("key", ["partial", "partial_hash", "partition", "dinner", "raspberry", "etniks_count",
+                                 "разрешение_экрана", "имя_файла", "文件路径", "進程名", "파일경로", "συσκευή"])
+def test_ordinary_names_in_other_languages_stay_ordinary(matcher, key):
+    assert matcher.category_of(key) is None

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from transforms import urls
 from transforms.urls import UrlParts, UrlSanitizer, make_suffix_extractor
 
-STATUSES = {"ok", "opaque", "empty", "invalid_host", "invalid_port", "invalid"}
+STATUSES = {"ok", "opaque", "empty", "invalid_host", "invalid_port", "invalid", "secret_like"}
 PROPERTY_SETTINGS = settings(
     max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -106,7 +106,7 @@ CASES = [
     ("http://1.2.3.256/", fail("invalid_host", "http")),
     ("http://1.2.3.4.5/", fail("invalid_host", "http")),
     ("http://09.1/", fail("invalid_host", "http")),
-    ("http://0xg1/", ok("http", "0xg1")),
+    ("http://0xg1/", fail("secret_like", "http")),
     ("http://example.123/", fail("invalid_host", "http")),
     # IPv6: compressed, no brackets, zone id dropped
     ("http://[::1]/", ok("http", "::1")),
@@ -148,7 +148,7 @@ CASES = [
     ("https://a..example.com/", fail("invalid_host", "https")),
     # suffix edge cases
     ("http://localhost:3000/", ok("http", "localhost", 3000)),
-    ("http://intranet/", ok("http", "intranet")),
+    ("http://intranet/", fail("secret_like", "http")),
     ("http://co.uk/", ok("http", "co.uk", None, None, "co.uk")),
     ("http://city.kawasaki.jp/", ok("http", "city.kawasaki.jp", None, "city.kawasaki.jp", "kawasaki.jp")),
     ("http://a.b.kawasaki.jp/", ok("http", "a.b.kawasaki.jp", None, "a.b.kawasaki.jp", "b.kawasaki.jp")),
@@ -198,13 +198,13 @@ CASES = [
     ("sftp://alice:pw@files.example.com:2222/home/alice",
      ok("sftp", "files.example.com", 2222, *EXAMPLE_COM)),
     ("git+ssh://git@github.com/org/repo.git", ok("git+ssh", "github.com", None, "github.com", "com")),
-    ("chrome-extension://abcdefghijklmnop/popup.html", ok("chrome-extension", "abcdefghijklmnop")),
+    ("chrome-extension://abcdefghijklmnop/popup.html", fail("secret_like", "chrome-extension")),
     ("ssh://", fail("invalid_host", "ssh")),
     ("a" * 40 + "://example.com/", fail("invalid")),
     # no scheme: scheme-relative and host-first
     ("//example.com/path", ok(None, "example.com", None, *EXAMPLE_COM)),
     ("//alice:pw@example.com:8080/path", ok(None, "example.com", 8080, *EXAMPLE_COM)),
-    ("\\\\fileserver\\share\\alice\\doc.txt", ok(None, "fileserver")),
+    ("\\\\fileserver\\share\\alice\\doc.txt", fail("secret_like")),
     ("///example.com/x", ok(None, "example.com", None, *EXAMPLE_COM)),
     ("www.example.com/path?x=1", ok(None, "www.example.com", None, *EXAMPLE_COM)),
     ("Example.COM", ok(None, "example.com", None, *EXAMPLE_COM)),
@@ -548,3 +548,39 @@ def test_fields_match_the_policy_columns() -> None:
     """The `url` transform writes the tuple positionally into `<field>_<part>` columns."""
     policy = pytest.importorskip("schemas.policy")
     assert UrlParts._fields == policy.URL_PARTS
+
+
+SECRET_HOSTS = [
+    "AKIAZQ7D3F5H2J4K6L8M",                                           # cloud access key id
+    "ghp_Zq01234567890abcdefABCDEFghijklmnopq",                       # source-hosting token
+    "xoxb-123456789012-1234567890123-ZqAbCdEfGhIjKlMnOpQrStUv",       # chat bot token
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ6cSJ9.Zq0123456789abcdefABCDEFghij",  # JWT: has dots
+    "S-1-5-21-1234567-2345678-3456789-1001",                          # account SID
+    "Zq7mK2pQ9xL4vN8bR3tW6yH1cF5gJ0dS",                               # high entropy, no dot
+    "Zq7mK2pQ9xL4vN8bR3tW6yH1cF5gJ0dS.example.com",                   # high entropy label
+    "AKIAZQ7D3F5H2J4K6L8M.s3.example.com",                            # token as a label
+    "%41KIAZQ7D3F5H2J4K6L8M.example.com",                             # percent-encoded
+    "alices-laptop",                                                  # a computer name
+]
+
+
+@pytest.mark.parametrize("host", SECRET_HOSTS)
+@pytest.mark.parametrize("form", ["https://{h}/x?y", "{h}", "//{h}/x", "https://u:p@{h}:8443/", "ws://{h}"])
+def test_a_host_that_is_a_token_is_not_kept(san: UrlSanitizer, host: str, form: str) -> None:
+    """A bare token where the host goes (a blocked_url of `AKIA...`) fails closed: no host, no
+    domain, status secret_like, and nothing of it in the text form either."""
+    raw = form.format(h=host)
+    parts = san.sanitize(raw)
+    assert parts.status == "secret_like" and parts[1:5] == (None, None, None, None), raw
+    assert san.reduce(raw) is None
+    assert san.authority("https", host).status == "secret_like"
+
+
+@pytest.mark.parametrize("raw, host", [
+    ("http://localhost:8080/x", "localhost"), ("chrome://settings/", "settings"), ("edge://flags", "flags"),
+    ("https://d3kdm2lq9ef0hb.cloudfront.net/a.js", "d3kdm2lq9ef0hb.cloudfront.net"),
+    ("https://www.Example.com/", "www.example.com"), ("http://10.0.0.1/", "10.0.0.1"), ("http://[::1]/", "::1"),
+    ("https://xn--bcher-kva.de/", "xn--bcher-kva.de"),
+])
+def test_hosts_that_name_a_place_are_kept(san: UrlSanitizer, raw: str, host: str) -> None:
+    assert (san.sanitize(raw).status, san.sanitize(raw).host) == ("ok", host)

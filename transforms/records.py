@@ -30,7 +30,7 @@ from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import mask_line
 from transforms.special import SpecialCategoryMatcher, words
 from transforms.text import TextScrubber
-from transforms.urls import UrlSanitizer
+from transforms.urls import SECRET_LIKE, UrlSanitizer
 from transforms.withdrawals import micros, withdrawn_basis
 
 BOM = b"\xef\xbb\xbf"
@@ -428,6 +428,17 @@ def _removed_fields(rec: dict, tpol: TypePolicy, ctx: SanitizeContext, stats: Co
             stats[f"removed_field/{tpol.name}/{path}{name}"] += 1
 
 
+def count_secret_like_urls(policy: Policy, tpol: TypePolicy, table: pa.Table, stats: Counter) -> None:
+    """URL values whose host was a token, not a machine name (status `secret_like`): written with
+    empty URL columns, and counted in the report as removed fields."""
+    for rule in (*policy.envelope, *tpol.fields):
+        if rule.transform == "url":
+            status = table.column(rule.output_columns()[-1].name)
+            n = pc.sum(pc.equal(status, SECRET_LIKE)).as_py()
+            if n:
+                stats["fields_removed/url_secret_like"] += n
+
+
 def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
                    lines: list[tuple[int, bytes | Unreadable]],
                    withdrawals: dict[int, dict[str, int]] | None = None) -> BatchResult:
@@ -552,6 +563,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
                 bad = [rows[i][4] for i in failed]
                 part = part.filter(pc.invert(pc.is_in(part.column("_origin"), value_set=pa.array(bad, pa.int64()))))
             if part.num_rows:
+                count_secret_like_urls(policy, policy.types[rtype], part, stats)
                 result.outputs[PartitionKey(*k)] = part
     if quarantine:
         result.quarantine = pa.Table.from_pylist(

@@ -39,6 +39,7 @@ from transforms.records import (
     parse_line,
     validate,
 )
+from transforms.urls import SECRET_LIKE
 from transforms.withdrawals import micros, withdrawn_basis
 
 
@@ -139,6 +140,9 @@ def sanitize_one(ctx: SanitizeContext, source: str, source_index: int, line_no: 
     if failed:
         stats["quarantined/transform_error"] += 1
         return QUARANTINED, (source, line_no, "transform_error", f"{tpol.name}.{failed}", "", 0, "")
+    for rule in (*policy.envelope, *tpol.fields):
+        if rule.transform == "url" and row[rule.output_columns()[-1].name] == SECRET_LIKE:
+            stats["fields_removed/url_secret_like"] += 1
     if area == "locked":
         stats["dropped/expired_locked"] += 1
         stats[f"locked/{tpol.name}"] += 1

@@ -31,7 +31,8 @@ import re2
 REDACTED = "[REDACTED]"
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "schemas" / "secrets.toml"
 _KINDS = ("token", "context", "url")
-_CHECKS = ("basic_auth", "entropy")
+_CHECKS = ("basic_auth", "entropy", "not_port")
+_RULE_KEYS = {"id", "kind", "regex", "check", "except_words", "require_words", "keep_values"}
 _MAX_PASSES = 4
 _RE2_MEMORY = 256 << 20  # per compiled pattern; the DFA grows lazily, only as far as the input needs
 # Entropy check (see docs/free-text.md for how these were chosen): a candidate of at least
@@ -53,6 +54,8 @@ class SecretRule:
     regex: str
     check: str | None = None
     except_words: tuple[str, ...] = ()
+    require_words: tuple[str, ...] = ()
+    keep_values: frozenset[str] = frozenset()
 
 
 def load_rules(path: str | Path | None = None) -> list[SecretRule]:
@@ -64,7 +67,7 @@ def load_rules(path: str | Path | None = None) -> list[SecretRule]:
     seen = set()
     for i, raw in enumerate(data.get("rule", [])):
         rid = raw.get("id") or f"#{i}"
-        unknown = set(raw) - {"id", "kind", "regex", "check", "except_words"}
+        unknown = set(raw) - _RULE_KEYS
         if unknown:
             raise SecretRulesError(f"{path}: rule {rid}: unknown keys {sorted(unknown)}")
         if rid in seen:
@@ -88,10 +91,14 @@ def load_rules(path: str | Path | None = None) -> list[SecretRule]:
             raise SecretRulesError(f"{path}: rule {rid}: an entropy rule's regex is one character class and counts")
         if kind == "url" and not ("(?P<scheme>" in regex and "(?P<payload>" in regex):
             raise SecretRulesError(f"{path}: rule {rid}: a url rule needs groups scheme and payload")
-        words = raw.get("except_words", [])
-        if not (isinstance(words, list) and all(isinstance(w, str) and w for w in words)):
-            raise SecretRulesError(f"{path}: rule {rid}: except_words must be a list of words")
-        rules.append(SecretRule(rid, kind, regex, check, tuple(w.lower() for w in words)))
+        lists = {}
+        for key in ("except_words", "require_words", "keep_values"):
+            words = raw.get(key, [])
+            if not (isinstance(words, list) and all(isinstance(w, str) and w for w in words)):
+                raise SecretRulesError(f"{path}: rule {rid}: {key} must be a list of words")
+            lists[key] = words
+        rules.append(SecretRule(rid, kind, regex, check, tuple(w.lower() for w in lists["except_words"]),
+                                tuple(w.lower() for w in lists["require_words"]), frozenset(lists["keep_values"])))
     if not rules:
         raise SecretRulesError(f"{path}: no rules")
     return rules
@@ -128,7 +135,20 @@ def _basic_auth(token: str) -> bool:
     return len(token) >= 12 and not token.isalpha()
 
 
-_CHECK_FUNCS = {"basic_auth": _basic_auth, "entropy": looks_random}
+_PORT_SPEC = re.compile(r"[0-9][0-9.:-]*(?:/(?:tcp|udp|sctp))?", re.IGNORECASE)
+
+
+def _not_port(token: str) -> bool:
+    """Anything but a port or a port mapping (`-p8080`, `-p127.0.0.1:8080:80`, `-p53/udp`)."""
+    return _PORT_SPEC.fullmatch(token) is None
+
+
+def _words_before(words: tuple[str, ...]) -> re.Pattern[str]:
+    """One of `words` (a program name, `.exe` optional) as a whole word."""
+    return re.compile(r"(?i)(?<![\w-])(?:" + "|".join(map(re.escape, words)) + r")(?:\.exe)?(?![\w-])")
+
+
+_CHECK_FUNCS = {"basic_auth": _basic_auth, "entropy": looks_random, "not_port": _not_port}
 _NAMED_GROUP = re.compile(r"\(\?P<[A-Za-z0-9_]+>")
 _COLUMN_NUMBER = re.compile(r"\d{1,3}(?:,\d{1,3})?")
 _SIMPLE_CLASS = re.compile(r"\[[^\]\[()|]+\]\{\d+,\d*\}(?:=\{0,2\})?")
@@ -137,14 +157,20 @@ _SIMPLE_CLASS = re.compile(r"\[[^\]\[()|]+\]\{\d+,\d*\}(?:=\{0,2\})?")
 class SecretSweep:
     """The rule set compiled into one RE2 set (one scan per value); `sweep` removes what it finds."""
 
-    def __init__(self, rules: list[SecretRule] | None = None) -> None:
+    def __init__(self, rules: list[SecretRule] | None = None, max_mem: int = _RE2_MEMORY) -> None:
         self.rules = rules if rules is not None else load_rules()
-        # Which rules match, if any: an RE2 set, one DFA scan of the value for all rules; that is
-        # the scan every value gets. Where: each matching rule's own pattern, with its groups.
-        # `pattern` (all rules, no groups) is the same test for other RE2 users.
+        self.max_mem = max_mem
+        # Whether any rule matches: `pattern` (all rules, no groups) as one RE2 regex. When its DFA
+        # runs out of memory RE2 falls back to its NFA, so the answer is always right: a value is
+        # proven clean only by a scan that finished. Which rules match: an RE2 set (one DFA scan
+        # for all rules); a set whose DFA runs out of memory reports no match at all, so when it
+        # names no rule for a value the pattern matched, every rule is tried (fail closed).
+        # Where: each matching rule's own pattern, with its groups.
         self.pattern = _NAMED_GROUP.sub("(?:", "|".join(f"(?:{rule.regex})" for rule in self.rules))
         options = re2.Options()
-        options.max_mem = _RE2_MEMORY  # room for the DFA's states: a full cache is thrown away and rebuilt
+        options.max_mem = max_mem  # room for the DFA's states: a full cache is thrown away and rebuilt
+        options.log_errors = False  # RE2 would log "DFA out of memory" lines; the fallback is handled here
+        self._any = re2.compile(self.pattern.encode(), options)
         self._set = re2.Set.SearchSet(options)
         self._own = []
         for rule in self.rules:
@@ -156,14 +182,14 @@ class SecretSweep:
             index = own.groupindex
             self._own.append((own, {k.decode() if isinstance(k, bytes) else k: v for k, v in index.items()}))
         self._set.Compile()
-        self._except = {id(rule): re.compile(r"(?i)(?<![\w-])(?:" + "|".join(map(re.escape, rule.except_words))
-                                             + r")(?:\.exe)?(?![\w-])") for rule in self.rules if rule.except_words}
+        self._except = {id(rule): _words_before(rule.except_words) for rule in self.rules if rule.except_words}
+        self._require = {id(rule): _words_before(rule.require_words) for rule in self.rules if rule.require_words}
 
     def __getstate__(self) -> dict:
-        return {"rules": self.rules}
+        return {"rules": self.rules, "max_mem": self.max_mem}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["rules"])  # type: ignore[misc]
+        self.__init__(state["rules"], state.get("max_mem", _RE2_MEMORY))  # type: ignore[misc]
 
     @property
     def opaque_urls(self) -> SecretSweep:
@@ -171,20 +197,21 @@ class SecretSweep:
         as an account at a host and no longer see the scheme."""
         sub = self.__dict__.get("_opaque")
         if sub is None:
-            sub = self.__dict__["_opaque"] = SecretSweep([r for r in self.rules if r.kind == "url"])
+            sub = self.__dict__["_opaque"] = SecretSweep([r for r in self.rules if r.kind == "url"], self.max_mem)
         return sub
 
     def matches(self, text: str) -> bool:
         """True when some rule's pattern matches (before checks): only then can `sweep` change it.
         A False here is the proof that the value holds nothing the rule set knows."""
-        return bool(self._set.Match(text.encode("utf-8", "surrogatepass")))
+        return self._any.search(text.encode("utf-8", "surrogatepass")) is not None
 
     def findings(self, text: str) -> list[tuple[int, int, str, str]]:
         """(start, end, replacement, rule id) of every finding, in text order, overlaps merged later."""
         data = text.encode("utf-8", "surrogatepass")
-        hits = self._set.Match(data)
-        if not hits:
+        if self._any.search(data) is None:
             return []
+        # no rule named: the set's DFA ran out of memory (it then reports nothing); try them all
+        hits = self._set.Match(data) or range(len(self.rules))
         ascii_text = len(data) == len(text)      # byte offsets are character offsets
         out: list[tuple[int, int, str, str]] = []
         for i in sorted(hits):
@@ -199,6 +226,8 @@ class SecretSweep:
                     start, end = len(data[:start].decode("utf-8", "surrogatepass")), len(
                         data[:end].decode("utf-8", "surrogatepass"))
                 if rule.except_words and self._except[id(rule)].search(text, 0, start + 1):
+                    continue
+                if rule.require_words and not self._require[id(rule)].search(text, 0, start + 1):
                     continue
                 out.append((start, end, repl, rule.id))
         return out
@@ -225,6 +254,8 @@ class SecretSweep:
             return None
         if rule.kind == "context" and _COLUMN_NUMBER.fullmatch(core):
             return None     # `sort -k 2`: a column number, not a secret
+        if rule.keep_values and m.group(0).decode("utf-8", "surrogatepass").strip(" \t\r\n\"'") in rule.keep_values:
+            return None     # a match the rule names as no secret (`-passin` is a switch, not `-p` + `assin`)
         check = _CHECK_FUNCS.get(rule.check) if rule.check else None
         if check is not None and not check(core):
             return None
@@ -244,6 +275,12 @@ class SecretSweep:
         return self._sweep(text)
 
     def _sweep(self, text: str) -> tuple[str, int]:
+        try:
+            return self._sweep_rules(text)
+        except Exception:  # noqa: BLE001 - fail closed: a value the scan could not finish is not kept
+            return REDACTED, 1
+
+    def _sweep_rules(self, text: str) -> tuple[str, int]:
         if not self.matches(text):
             return text, 0
         total = 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
+_NATIVE_SPLIT = re.compile(r"[\W_]+")
 _PREFIX_MIN = 6  # terms this long also match as a word prefix ("religio" -> "religious")
 _UNSEEN = object()
 _NGRAM_MAX = 4
@@ -84,14 +85,49 @@ def _candidates(ws: list[str]) -> list[str]:
     return list(dict.fromkeys(loose(f) for f in forms))  # in a fixed order: the first category found wins
 
 
+def is_latin(term: str) -> bool:
+    """True when every letter of `term` is Latin (ASCII once accents are removed): such a term is
+    read on the ASCII skeleton; any other (`здоровье`, `健康`) in its own script."""
+    return all(ch.isascii() or not ch.isalpha() or unicodedata.normalize("NFKD", ch).encode("ascii", "ignore")
+               for ch in term)
+
+
+def native_words(key: str) -> list[str]:
+    """`key` in its own script: NFKC, case folded, accents removed, split like `words`
+    (`Здоровье_пользователя` -> ['здоровье', 'пользователя'], `健康状态` -> ['健康状态'])."""
+    text = unicodedata.normalize("NFKC", _CAMEL.sub("_", key)).casefold()
+    text = "".join(ch for ch in unicodedata.normalize("NFD", text) if not unicodedata.combining(ch))
+    return [w for w in _NATIVE_SPLIT.split(unicodedata.normalize("NFC", text)) if w]
+
+
+def _is_cjk(ch: str) -> bool:
+    return ch >= "⺀" and (ch <= "鿿" or "가" <= ch <= "힯" or "豈" <= ch <= "﫿")
+
+
 class SpecialCategoryMatcher:
-    """Tells whether a field name denotes a special category, cached per name."""
+    """Tells whether a field name denotes a special category, cached per name.
+
+    Latin terms are compared on the ASCII skeleton (look-alike letters, digits for letters);
+    terms in other scripts on the name's own script (`native_words`): a whole word, a word
+    prefix for terms of 6+ characters, and anywhere in the name for Chinese, Japanese and
+    Korean terms, which are written without separators (`用户健康状态`)."""
 
     def __init__(self, categories: Mapping[str, tuple[str, ...]]) -> None:
         self._exact: dict[str, str] = {}
         self._prefix: list[tuple[str, str]] = []
+        self._native: dict[str, str] = {}
+        self._native_prefix: list[tuple[str, str]] = []
+        self._cjk: list[tuple[str, str]] = []
         for category, terms in categories.items():
             for term in terms:
+                if not is_latin(term):
+                    norm = "".join(native_words(term))
+                    if any(map(_is_cjk, norm)):
+                        self._cjk.append((norm, category))
+                    self._native.setdefault(norm, category)
+                    if len(norm) >= _PREFIX_MIN:
+                        self._native_prefix.append((norm, category))
+                    continue
                 norm = loose("".join(words(term)))
                 self._exact.setdefault(norm, category)
                 if len(norm) >= _PREFIX_MIN:
@@ -115,10 +151,28 @@ class SpecialCategoryMatcher:
                     break
             if found:
                 break
+        if found is None and isinstance(key, str) and not key.isascii():
+            found = self._native_category(native_words(key))
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[key] = found
         return found
+
+    def _native_category(self, ws: list[str]) -> str | None:
+        """The category of a name with words in a script other than Latin, or None."""
+        joined = "".join(ws)
+        for cand in dict.fromkeys([*ws, *("".join(ws[i:i + 2]) for i in range(len(ws) - 1)), joined]):
+            found = self._native.get(cand)
+            if found:
+                return found
+            for term, category in self._native_prefix:
+                if cand.startswith(term):
+                    return category
+        if any(map(_is_cjk, joined)):
+            for term, category in self._cjk:
+                if term in joined:
+                    return category
+        return None
 
     def may_contain(self, rec: object, raw: bytes) -> bool:
         """False only when the parsed line `rec` (from the bytes `raw`) certainly has no

@@ -290,9 +290,13 @@ def _is_placeholder(core: str) -> bool:
 
 # --------------------------------------------------------------------------- rule patterns
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s\"'<>|`]+")
+# A URL with a scheme, or a scheme-relative one with user info (`//bob:pw@host/x`).
+_URL = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s\"'<>|`]+"
+    r"|(?<![\w/\\:.-])//(?=[^\s\"'<>|`/?#@\\]{1,256}@[\w\[])[^\s\"'<>|`]+"
+)
 _URL_TRAILING = ").,;:]}\\!?"
-_URL_USERINFO = re.compile(r"://([^/?#@\s]{1,256})@")
+_URL_USERINFO = re.compile(r"(?:://|^//)([^/?#@\s]{1,256})@")
 
 _ENCODED = re.compile(
     r"(?i)(?<![\w-])[-/](?P<sw>e[a-z]{0,13}|ec)(?:\s+|:)(?P<b64>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])"
@@ -485,6 +489,9 @@ _tools(("lftp",), "u")
 _tools(("openssl",), "k")
 _tools(("certutil",), "p")
 _tools(("winrs",), "", "u p")
+# Active Directory tools: `dsquery user -u CORP\bob -p PW`, `dsmod ... -pwd PW` (the word rule takes -pwd).
+_tools(("dsquery", "dsadd", "dsmod", "dsget", "dsrm", "dsmove"), "u p", "")
+_tools(("ssh-keygen",), "N P", "N P")     # new and old passphrase
 _tools(("sudo", "doas", "runuser", "crontab", "pkill", "pgrep", "top", "htop", "killall"), "u")
 _tools(("useradd", "usermod"), "p")
 _tools(("schtasks", "tasklist", "taskkill", "systeminfo", "getmac", "driverquery", "openfiles", "eventcreate",
@@ -689,11 +696,11 @@ class _Run:
         def value(m: re.Match) -> str:
             return m[0][: m.start("val") - m.start()] + self.secret(m["val"])
 
-        if "credential" in low:
-            text = _PSCRED.sub(cred, text)
-        if "convertto-securestring" in low:
+        if "convertto-securestring" in low:      # first: a credential object may hold one
             text = _SECURESTRING.sub(value, text)
             text = _SECURESTRING_PIPE.sub(lambda m: self.secret(m["val"]), text)
+        if "credential" in low:
+            text = _PSCRED.sub(cred, text)
         if "|" in text and ("echo" in self.words or "printf" in self.words):
             text = _ECHO_PIPE.sub(value, text)
         return text
@@ -1095,7 +1102,7 @@ def _scrub_normal(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer, depth
     run = _Run(pseudonym, reduce_url, words)
     if depth == 0 and ("powershell" in words or "pwsh" in words):
         text = run.encoded_powershell(text, depth)
-    if "://" in text:
+    if "://" in text or "//" in text and "@" in text:
         text = run.urls(text)
     text = run.powershell_credentials(text, low)
     if _may_have_header(low):

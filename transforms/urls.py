@@ -11,6 +11,12 @@ URL that a browser would send to `evil.com` is reported as `evil.com` however
 it was spelled: backslashes, tabs inside, several `@`, percent-encoding,
 numeric IPv4 forms, IDN. Anything that cannot be reduced safely gets a status
 saying why and no host at all; nothing raises.
+
+A host is kept only when it reads as a machine name: one that holds a token of the
+secret rule set (`https://AKIA.../`, `//ghp_.../`, a JWT), or is a single label
+(no dot) other than `localhost`, an IP literal or a browser page (`chrome://settings`),
+gets the status `secret_like` and no host: a bare token, an account SID or a
+computer name put where the host goes is not kept (fail closed).
 """
 
 from __future__ import annotations
@@ -23,12 +29,16 @@ from urllib.parse import unquote
 import idna
 import tldextract
 
+from transforms.secrets import default_sweep
+
 OK = "ok"
 OPAQUE = "opaque"
 EMPTY = "empty"
 INVALID_HOST = "invalid_host"
 INVALID_PORT = "invalid_port"
 INVALID = "invalid"
+SECRET_LIKE = "secret_like"
+STATUSES = (OK, OPAQUE, EMPTY, INVALID_HOST, INVALID_PORT, INVALID, SECRET_LIKE)
 
 # Special schemes (WHATWG) and their default ports; `file` is handled as opaque.
 DEFAULT_PORTS: dict[str, int] = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21}
@@ -43,6 +53,12 @@ OPAQUE_SCHEMES = frozenset({
 })
 # Windows protocol handlers (`ms-settings:display`, `ms-word:ofe|u|https://...`).
 _OPAQUE_PREFIX = "ms-"
+# Single-label hosts that are kept: the loopback name, and the pages of browsers' own schemes
+# (`chrome://settings`, `edge://flags`), a short lower-case word; any other host without a dot
+# is a computer name or a token, not a place on the web.
+_SINGLE_LABEL_HOSTS = frozenset({"localhost"})
+_BROWSER_SCHEMES = frozenset({"chrome", "edge", "brave", "opera", "vivaldi"})
+_BROWSER_PAGE = re.compile(r"[a-z][a-z-]{0,31}")
 
 HOST_CACHE_LIMIT = 200_000
 URL_CACHE_LIMIT = 20_000
@@ -205,6 +221,18 @@ def _host(text: str) -> tuple[str, bool] | None:
     return host, False
 
 
+def _secret_like(scheme: str | None, raw: str, host: str) -> bool:
+    """A host (not an IP literal) that is not kept: a single label other than localhost and
+    browser pages, or one in which the secret rule set finds something (read before it was
+    lower-cased, as the rules are case-sensitive: `AKIA...`, `eyJ...`)."""
+    if "." not in host and host not in _SINGLE_LABEL_HOSTS and not (
+            scheme in _BROWSER_SCHEMES and raw.islower() and _BROWSER_PAGE.fullmatch(host)):
+        return True
+    if "%" in raw:
+        raw = unquote(raw, errors="replace")
+    return default_sweep().sweep(raw)[1] > 0
+
+
 class UrlSanitizer:
     """Parses URLs into `UrlParts`, caching per raw URL and per host.
 
@@ -351,6 +379,8 @@ class UrlSanitizer:
             if parsed is None:
                 return _fail(scheme, INVALID_HOST)
             host, is_ip = parsed
+            if not is_ip and _secret_like(scheme, host_text, host):
+                return _fail(scheme, SECRET_LIKE)
         port = None
         if port_text:
             digits = port_text.lstrip("0") or "0"
