@@ -144,3 +144,33 @@ def test_formats_doc_is_current():
 
     assert DOC.read_text(encoding="utf-8") == document(load_formats(["auto"], load_policy())), (
         "docs/formats.md is stale: run telemetry-sanitizer formats --write-docs")
+
+
+@pytest.mark.parametrize("argv, formats", [
+    (["--input", "a"], ["contract"]),
+    (["--input", "a", "--input-format", "ecs", "--input=b", "--input", "c", "--input-format=ocsf", "--input", "d"],
+     ["contract", "ecs", "ecs", "ocsf"]),
+    (["--input-format", "auto", "--output", "o", "--input", "a"], ["auto"]),
+])
+def test_each_input_takes_the_format_before_it(argv, formats):
+    from pipeline.options import input_formats
+
+    assert input_formats(argv) == formats
+
+
+def test_watch_batches_put_the_format_before_their_inputs(monkeypatch):
+    """run_files (each --watch batch) passes the extra options first, so a watcher's --input-format
+    applies to every landed file."""
+    from pipeline import run as run_module
+    from pipeline.options import input_formats
+
+    seen = []
+    monkeypatch.setattr(run_module, "run", lambda argv: seen.append(argv) or 0)
+    run_module.run_files(["/l/a.ndjson", "/l/b.ndjson"], "out", ["--input-format", "windows-events", "--append"])
+    assert input_formats(seen[0]) == ["windows-events", "windows-events"]
+
+
+def test_stream_refuses_an_input_format_rather_than_ignoring_it(capsys):
+    code = cli.main(["stream", "--input-format", "ecs", "--output", "/tmp/never-written"])
+    assert code == 2
+    assert "stream reads the contract's format only" in capsys.readouterr().err
