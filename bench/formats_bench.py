@@ -15,7 +15,6 @@ median.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import statistics
@@ -37,35 +36,15 @@ AS_OF = "2026-11-25T00:00:00Z"
 PROFILE = 'default_country = "NL"\n[default]\nconsent = ["eula", "ksn"]\n'
 
 
-def _numbered(fmt: str, obj: dict, i: int) -> dict:
-    """A copy of a sample event with its own id, so producer retries do not hide the work."""
-    obj = copy.deepcopy(obj)
-    if fmt == "windows-events":
-        if "winlog" in obj:
-            obj["winlog"]["record_id"] = i
-        elif "record_number" in obj:
-            obj["record_number"] = str(i)
-        else:
-            obj["RecordNumber"] = i
-    elif fmt == "ecs":
-        obj["event"]["id"] = f"ev-{i}"
-    elif fmt == "ocsf":
-        obj["metadata"]["uid"] = f"uid-{i}"
-    return obj
-
-
 def write_input(fmt: str, n: int, path: Path) -> None:
     if fmt == "contract":
         from pipeline.sample import generate_lines
 
         path.write_bytes(b"\n".join(generate_lines(n, seed=1, dirty=False)) + b"\n")
         return
-    events = {"windows-events": (fs.windows_events, fs.windows_unmapped), "ecs": (fs.ecs_events, fs.ecs_unmapped),
-              "ocsf": (fs.ocsf_events, fs.ocsf_unmapped)}[fmt]
-    pool = [s for _, s, _ in events[0]()] + [s for _, s in events[1]()]
     with path.open("wb") as fh:
-        for i in range(n):
-            fh.write(orjson.dumps(_numbered(fmt, pool[i % len(pool)], i)) + b"\n")
+        for obj in fs.many(fmt, n):
+            fh.write(orjson.dumps(obj) + b"\n")
 
 
 def run_once(fmt: str, source: Path, profile: Path, out: Path) -> tuple[float, dict]:

@@ -189,6 +189,12 @@ _WIN: list[tuple[str, str, int, str, dict[str, Any], dict[str, Any]]] = [
     }, {"threat_name": "Trojan:Win32/Wacatac.B!ml", "action": "Not Applicable"}),
 ]
 
+# Defender 1117 (action taken) carries the same event data as 1116, with the action done.
+_D1117 = copy.deepcopy(_WIN[-1][4])
+_D1117.update({"Action ID": "2", "Action Name": "Quarantine", "Status Code": "3", "Post Clean Status": "0"})
+_WIN.append(("defender/1117", DEFENDER, 1117, "Microsoft-Windows-Windows Defender", _D1117,
+             {"threat_name": "Trojan:Win32/Wacatac.B!ml", "action": "Quarantine"}))
+
 WIN_TYPES = {"wlan": "wifi", "defender": "detection"}
 
 
@@ -460,3 +466,30 @@ def ocsf_unmapped() -> list[tuple[str, dict]]:
         ("6003/1", _ocsf(21, 6003, 1, api={"operation": "GetObject"})),
         ("3002/1", _ocsf(22, 3002, 1, status_id=2, user={"name": ACCOUNT})),
     ]
+
+
+def numbered(fmt: str, obj: dict, i: int) -> dict:
+    """A copy of a sample event with its own event id (so copies are not producer retries)."""
+    obj = copy.deepcopy(obj)
+    if fmt == "windows-events":
+        if "winlog" in obj:
+            obj["winlog"]["record_id"] = i
+        elif "record_number" in obj:
+            obj["record_number"] = str(i)
+        elif "Event" in obj:
+            obj["Event"]["System"]["EventRecordID"] = i
+        else:
+            obj["RecordNumber"] = i
+    elif fmt == "ecs":
+        obj["event"]["id"] = f"ev-{i}"
+    elif fmt == "ocsf":
+        obj["metadata"]["uid"] = f"uid-{i}"
+    return obj
+
+
+def many(fmt: str, n: int) -> list[dict]:
+    """`n` events of a format: its samples, the unmapped ones included, cycled with distinct ids."""
+    events = {"windows-events": (windows_events, windows_unmapped), "ecs": (ecs_events, ecs_unmapped),
+              "ocsf": (ocsf_events, ocsf_unmapped)}[fmt]
+    pool = [s for _, s, _ in events[0]()] + [s for _, s in events[1]()]
+    return [numbered(fmt, pool[i % len(pool)], i) for i in range(n)]

@@ -20,6 +20,7 @@ from format_samples import (
     SID,
     ecs_events,
     ecs_unmapped,
+    many,
     ocsf_events,
     ocsf_unmapped,
     windows_events,
@@ -163,7 +164,7 @@ def test_every_sample_event_is_mapped_and_round_trips(ctx, mappings, fmt):
 
 def test_windows_coverage_by_event(ctx, mappings):
     """Sysmon 1/3/11/12/13/14/22, Security 4688/4624/5156/5158, PowerShell 4103/4104 and 800, WLAN 8001/8003
-    and Defender 1116, in each of the three export shapes."""
+    and Defender 1116/1117, in each export shape."""
     names = Counter()
     for name, source, _ in windows_events():
         rec, event = map_object(source, mappings["windows-events"], PROFILE, lambda: "x")
@@ -171,7 +172,8 @@ def test_windows_coverage_by_event(ctx, mappings):
         names[name.split(":", 1)[1]] += 1
     wanted = {"sysmon/1", "sysmon/3", "sysmon/11", "sysmon/12", "sysmon/13", "sysmon/14", "sysmon/22",
               "security/4688", "security/4624", "security/5156", "security/5158", "powershell/4103",
-              "powershell/4104", "powershell_classic/800", "wlan/8001", "wlan/8003", "defender/1116"}
+              "powershell/4104", "powershell_classic/800", "wlan/8001", "wlan/8003", "defender/1116",
+              "defender/1117"}
     assert set(names) == wanted
     assert set(names.values()) == {len(SHAPES)}
 
@@ -386,3 +388,30 @@ def test_auto_detects_per_line_and_counts_the_choice(ctx, mappings):
 
 def test_input_formats_are_the_documented_ones():
     assert INPUT_FORMATS == ("contract", "ocsf", "windows-events", "ecs", "auto")
+
+
+@pytest.mark.parametrize("fmt", sorted(SAMPLES))
+def test_columnar_record_and_reference_paths_agree(ctx, mappings, fmt, monkeypatch):
+    """Enough lines for the columnar path (and proof it took them), compared with the
+    record-by-record path and the plain reference on the same mapped batch."""
+    import transforms.columnar as columnar
+    from transforms.reference import sanitize_lines_reference
+
+    numbered_lines = lines_of(many(fmt, 300))
+    mapped, counts = map_lines(setup_for(mappings, fmt), fmt, numbered_lines, ctx.line_digest, 1 << 20)
+    handed_on = []
+    real = columnar.sanitize_lines
+
+    def spy(c, source, index, lines, withdrawals=None):
+        handed_on.append(len(lines))
+        return real(c, source, index, lines, withdrawals)
+
+    monkeypatch.setattr(columnar, "sanitize_lines", spy)
+    fast = sanitize_columnar(SanitizeContext(ctx.policy, ctx.key, ctx.as_of), "in.ndjson", 0, mapped)
+    assert sum(handed_on) < len(mapped) // 2  # most mapped lines went through Arrow
+    plain = sanitize_lines(SanitizeContext(ctx.policy, ctx.key, ctx.as_of), "in.ndjson", 0, mapped)
+    reference = sanitize_lines_reference(SanitizeContext(ctx.policy, ctx.key, ctx.as_of), "in.ndjson", 0, mapped)
+    assert_same(fast, plain)
+    assert_same(plain, reference)
+    plain.stats.update(counts)
+    assert identity_holds(plain.stats) and plain.stats["input_records"] == 300
