@@ -204,3 +204,14 @@ def test_auto_on_contract_input_is_the_contract_run(tmp_path, capsys):
         report = _report(out)
         runs[fmt] = (report["output_records"], report["dropped"], report["quarantined"])
     assert runs["auto"] == runs["contract"]
+
+
+def test_watch_checks_the_consent_profile_before_it_claims_a_file(tmp_path, capsys):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "ecs.ndjson").write_bytes((ROOT / "sample" / "formats" / "ecs.ndjson").read_bytes())
+    code = cli.main(["watch", str(landing), "--output", str(tmp_path / "out"), "--input-format", "ecs",
+                     "--consent-profile", str(tmp_path / "missing.toml"), "--idle-timeout", "1", "--quiet"])
+    assert code == 2
+    assert "cannot read consent profile" in capsys.readouterr().err
+    assert (landing / "ecs.ndjson").exists()  # not claimed
