@@ -200,9 +200,13 @@ class Output:
         new = [f for f in self.wanted(name).fields if f.name in added]
         if mode == "overwrite":
             return Schema([*table.schema().fields, *new])
-        table.alter.add_columns([Field(f.name, f.type, nullable=True) for f in new],
-                                commit_properties=CommitProperties(custom_metadata={
-                                    **props_meta, "schema_change": "added " + ",".join(added)}))
+        table.update_incremental()  # another appending run may have added them since this run opened it
+        have = {f.name for f in table.schema().fields}
+        missing = [f for f in new if f.name not in have]
+        if missing:
+            table.alter.add_columns([Field(f.name, f.type, nullable=True) for f in missing],
+                                    commit_properties=CommitProperties(custom_metadata={
+                                        **props_meta, "schema_change": "added " + ",".join(f.name for f in missing)}))
         return table.schema()
 
     def _current_version(self, name: str) -> int:
