@@ -203,9 +203,9 @@ def run(argv: list[str]) -> int:
         if plan.run_id:
             run_id = plan.run_id  # resuming a killed run: its report completes it
         if plan.superseded:
+            again = "appends the input to every table again" if opts.append else f"replaces {part.describe()} again"
             print(f"note: --output {out}: an interrupted earlier run of this input was replaced by another run "
-                  f"meanwhile (table {plan.superseded}); this run replaces {part.describe()} again as a whole",
-                  file=sys.stderr)
+                  f"meanwhile (table {plan.superseded}); this run {again}, as a whole", file=sys.stderr)
         kill_point("opened")
         quarantine_tag = None if part.whole else f"s{part.tag}"
         with dask_cluster(options) if on_dask else contextlib.nullcontext():

@@ -432,3 +432,23 @@ def test_two_appending_runs_that_both_add_a_column_both_land(inputs, tmp_path):
     visits = DeltaTable(str(out / "url_visit")).to_pyarrow_table()
     assert visits.num_rows == sum(r["tables"]["url_visit"]["rows_added"] for r in reports)
     assert "category" in visits.column_names and visits.column("category").null_count < visits.num_rows
+
+
+def test_a_killed_append_wiped_by_a_replace_is_appended_again_everywhere(inputs, previous_output, tmp_path):
+    """Killed after some of its commits; a replace then wipes what it had appended; its re-run
+    appends the input to every table, not only to the ones it had not reached."""
+    out = tmp_path / "out"
+    shutil.copytree(previous_output, out)
+    proc = cli(*run_args(inputs["current"], out, "--append"), env={KILL_ENV: "after_commit:detection"})
+    assert killed(proc)
+    proc = cli(*run_args(inputs["other"], out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    replaced = json.loads((out / REPORT).read_text())
+    proc = cli(*run_args(inputs["current"], out, "--append"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "replaced by another run meanwhile" in proc.stderr
+    run_id = next(line.split()[1].rstrip(":") for line in proc.stdout.splitlines() if line.startswith("run "))
+    appended = json.loads((out / REPORTS / f"{run_id}.json").read_text())
+    assert appended["execution"] == 2 and appended["resumed"] == []
+    for name in list_tables(str(out)):  # the replace's rows plus the whole append, in every table
+        assert len(rows(out, name)) == expected_rows(replaced, name) + expected_rows(appended, name), name
