@@ -90,6 +90,12 @@ TRICKS: dict[str, Callable[[str], str]] = {
 
 
 # ------------------------------------------------------------------ rendering
+MNEMONIC_WORDS = ["abandon", "ability", "absorb", "access", "across", "actress", "advice", "afford", "airport",
+                  "alcohol", "almost", "anchor", "animal", "antique", "bamboo", "banana", "barrel", "behave",
+                  "blanket", "bracket", "buffalo", "cactus", "canyon", "casino", "cherry", "climb", "coconut",
+                  "crystal", "dolphin", "dragon", "eagle", "fossil", "galaxy", "giraffe", "harvest", "jungle",
+                  "kidney", "lizard", "mango", "number", "oyster", "pumpkin", "quantum", "rhythm", "saddle",
+                  "tobacco", "uniform", "velvet", "walnut", "zebra"]
 class Renderer:
     """Fills a template's placeholders from one seeded random stream."""
 
@@ -207,6 +213,10 @@ class Renderer:
             return [(("C02" if arg == "apple" else "PF") + body, "identifier")]
         if kind == "imei":
             return [(self.imei(), "identifier")]
+        if kind == "b58":
+            return [(self.rand("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz", int(arg)), "secret")]
+        if kind == "mnemonic":
+            return [(" ".join(r.choice(MNEMONIC_WORDS) for _ in range(12)), "secret")]
         if kind == "sc":
             return [(r.choice(SPECIAL_VALUES[arg]), "special")]
         raise ValueError(f"unknown placeholder «{kind}»")
@@ -220,7 +230,10 @@ class Renderer:
             kind, _, arg = inner.partition(":")
             if before:
                 out.append((before, ""))
-            out += self.one(kind, arg)
+            if kind.startswith("~"):  # decor: random but not a secret
+                out += [(text, "") for text, _ in self.one(kind[1:], arg)]
+            else:
+                out += self.one(kind, arg)
         if rest:
             out.append((rest, ""))
         return out

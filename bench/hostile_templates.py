@@ -3,8 +3,9 @@
 Written from how tools, admins and attackers actually leak them (command lines, config files, headers, URLs,
 dumps), independently of the sanitizer's own rule set. A template is (class, name, pattern[, trick]).
 Placeholders `«kind»` / `«kind:arg»` are filled by `hostile_corpus.render`; every random placeholder is a
-planted value (a "core") the scanner searches the output for. Decor placeholders (`host`, `ip`, `domain`, `port`)
-are benign. A trick rewrites the rendered text (`zw`, `fw`, `cyr`, `shy`, `math`, `nbsp`) on the non-core parts
+planted value (a "core") the scanner searches the output for. Decor is benign: `host`, `ip`, `domain`, and any
+random placeholder written `«~kind:arg»` (parts that are not secret: account names, tenant and client ids, salts).
+A trick rewrites the rendered text (`zw`, `fw`, `cyr`, `shy`, `math`, `nbsp`) on the non-core parts
 (`*_key`), the cores (`*_core`) or all of it (`*_all`).
 """
 
@@ -29,23 +30,24 @@ _PROVIDER = [
     ("gitlab_runner_registration", "GR1348941«alnum:20»"),
     ("slack_bot", "xoxb-«digits:12»-«digits:13»-«alnum:24»"),
     ("slack_user", "xoxp-«digits:12»-«digits:12»-«digits:13»-«hex:32»"),
-    ("slack_app", "xapp-1-A«upper:10»-«digits:13»-«hex:64»"),
-    ("slack_webhook", "https://hooks.slack.com/services/T«upper:10»/B«upper:10»/«alnum:24»"),
+    ("slack_app", "xapp-1-A«~upper:10»-«digits:13»-«hex:64»"),
+    ("slack_webhook", "https://hooks.slack.com/services/T«~upper:10»/B«~upper:10»/«alnum:24»"),
     ("stripe_secret", "sk_live_«alnum:24»"),
     ("stripe_restricted", "rk_live_«alnum:24»"),
     ("stripe_webhook", "whsec_«alnum:32»"),
     ("google_api_key", "AIza«b64url:35»"),
     ("google_oauth_access", "ya29.a0«b64url:60»"),
     ("google_client_secret", "GOCSPX-«b64url:28»"),
-    ("gcp_service_account_json", '{"type": "service_account", "private_key_id": "«hex:40»", '
-                                 '"client_email": "svc@proj.iam.gserviceaccount.com"}'),
-    ("azure_storage_conn", "DefaultEndpointsProtocol=https;AccountName=«lower:10»;AccountKey=«b64:86»==;"
+    ("gcp_service_account_json", '{"type": "service_account", "private_key_id": "«~hex:40»", "private_key": '
+                                 '"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC«b64:64»\\n'
+                                 '-----END PRIVATE KEY-----\\n", "client_email": "svc@proj.iam.gserviceaccount.com"}'),
+    ("azure_storage_conn", "DefaultEndpointsProtocol=https;AccountName=«~lower:10»;AccountKey=«b64:86»==;"
                            "EndpointSuffix=core.windows.net"),
-    ("azure_sas_url", "https://«lower:10».blob.core.windows.net/backup?sv=2022-11-02&ss=b&srt=co&sp=rwdl"
+    ("azure_sas_url", "https://«~lower:10».blob.core.windows.net/backup?sv=2022-11-02&ss=b&srt=co&sp=rwdl"
                       "&se=2027-01-01T00:00:00Z&sig=«b64url:43»%3D"),
     ("azure_sas_bare", "sv=2021-08-06&st=2026-11-20&se=2026-12-31&sr=c&sp=rl&sig=«b64url:43»%3D"),
     ("azure_ad_client_secret", "«alnum:3»8Q~«b64url:34»"),
-    ("azure_servicebus_conn", "Endpoint=sb://«lower:9».servicebus.windows.net/;SharedAccessKeyName="
+    ("azure_servicebus_conn", "Endpoint=sb://«~lower:9».servicebus.windows.net/;SharedAccessKeyName="
                               "RootManageSharedAccessKey;SharedAccessKey=«b64:43»="),
     ("azure_devops_pat_kv", "AZURE_DEVOPS_EXT_PAT=«lower:52»"),
     ("jwt", "«jwt»"),
@@ -64,7 +66,7 @@ _PROVIDER = [
     ("twilio_sid_token", "AC«hex:32»:«hex:32»"),
     ("sendgrid", "SG.«b64url:22».«b64url:43»"),
     ("discord_bot", "«discord»"),
-    ("discord_webhook", "https://discord.com/api/webhooks/«digits:18»/«b64url:68»"),
+    ("discord_webhook", "https://discord.com/api/webhooks/«~digits:18»/«b64url:68»"),
     ("telegram_bot", "«digits:10»:AA«b64url:33»"),
     ("mailgun", "key-«hex:32»"),
     ("mailchimp", "«hex:32»-us14"),
@@ -78,7 +80,7 @@ _PROVIDER = [
     ("huggingface", "hf_«alnum:34»"),
     ("databricks", "dapi«hex:32»"),
     ("docker_hub_pat", "dckr_pat_«b64url:27»"),
-    ("sentry_dsn", "https://«hex:32»@o«digits:6».ingest.sentry.io/«digits:7»"),
+    ("sentry_dsn", "https://«hex:32»@o«~digits:6».ingest.sentry.io/«~digits:7»"),
     ("age_secret_key", "AGE-SECRET-KEY-1«b32:58»"),
     ("square_access", "EAAA«b64url:60»"),
     ("braintree", "access_token$production$«lower:16»$«hex:32»"),
@@ -98,6 +100,15 @@ _PROVIDER = [
     ("heroku_kv", "HEROKU_API_KEY=«uuid»"),
     ("okta_kv", "okta_api_token: 00«b64url:40»"),
     ("cloudflare_kv", "CF_API_TOKEN=«b64url:40»"),
+    ("totp_seed_uri", "otpauth://totp/Acme:admin?secret=«b32:32»&issuer=Acme"),
+    ("eth_private_key", "0x«hex:64»"),
+    ("bip39_mnemonic", "seed phrase: «mnemonic»"),
+    ("bitcoin_wif", "5«b58:50»"),
+    ("pem_escaped_newlines", "-----BEGIN RSA PRIVATE KEY-----\\nMIIEpAIBAAKCAQEA«b64:64»\\n«b64:64»\\n"
+                             "-----END RSA PRIVATE KEY-----"),
+    ("azure_apim_key", "Ocp-Apim-Subscription-Key: «hex:32»"),
+    ("teams_webhook", "https://contoso.webhook.office.com/webhookb2/«~uuid»@«~uuid»/IncomingWebhook/«hex:32»/«~uuid»"),
+    ("zapier_webhook", "https://hooks.zapier.com/hooks/catch/«~digits:7»/«lower:7»«lower:3»/"),
 ]
 
 _TOOLS = [
@@ -107,7 +118,7 @@ _TOOLS = [
     ("psql_uri", 'psql "postgresql://«user»:«pw»@«host»:5432/app?sslmode=require"'),
     ("psql_env", "PGPASSWORD=«pw» psql -h «host» -U «user» -d prod"),
     ("psql_conninfo", "pg_dump \"host=«host» user=«user» password=«pw» dbname=app\" -Fc"),
-    ("mongosh_srv", 'mongosh "mongodb+srv://«user»:«pw»@cluster0.«lower:5».mongodb.net/admin"'),
+    ("mongosh_srv", 'mongosh "mongodb+srv://«user»:«pw»@cluster0.«~lower:5».mongodb.net/admin"'),
     ("mongodump", "mongodump --host «host» --username «user» --password «pw» --authenticationDatabase admin"),
     ("redis_cli_a", "redis-cli -h «host» -p 6379 -a «pw» --no-auth-warning"),
     ("redis_cli_uri", "redis-cli -u redis://default:«pw»@«host»:6379/0"),
@@ -146,7 +157,7 @@ _TOOLS = [
     ("kubectl_set_credentials", "kubectl config set-credentials admin --username=«user» --password=«pw»"),
     ("helm_repo", "helm repo add private https://charts.«domain» --username «user» --password «pw»"),
     ("az_login_p", "az login -u «user»@contoso.com -p «pw»"),
-    ("az_login_sp", "az login --service-principal -u «uuid» -p «alnum:3»8Q~«b64url:34» --tenant «uuid»"),
+    ("az_login_sp", "az login --service-principal -u «~uuid» -p «alnum:3»8Q~«b64url:34» --tenant «~uuid»"),
     ("gcloud_token_flag", "gcloud storage ls --access-token-file=/dev/stdin <<< ya29.«b64url:60»"),
     ("aws_configure_set", "aws configure set aws_secret_access_key «b64:40» --profile prod"),
     ("ps_securestring", 'ConvertTo-SecureString "«pwsym»" -AsPlainText -Force'),
@@ -203,6 +214,22 @@ _TOOLS = [
     ("wpa_passphrase", "wpa_passphrase HomeNet «pw»"),
     ("netsh_wlan_key", "netsh wlan add profile ... keyMaterial «pw» ; Key Content            : «pw»"),
     ("nmcli_psk", "nmcli dev wifi connect Office password «pw»"),
+    ("sudo_S_echo", "echo '«pwsym»' | sudo -S systemctl restart nginx"),
+    ("mysql_pwd_env", "MYSQL_PWD=«pw» mysql -u «user» -h «host»"),
+    ("mysql_quoted_glued", "mysql -u«user» -p'«pwsym»' -e 'show databases'"),
+    ("curl_post_form", "curl -d 'username=«user»&password=«pw»' https://«host»/login"),
+    ("curl_data_urlencode", "curl --data-urlencode 'client_secret=«b64url:40»' https://«host»/oauth/token"),
+    ("httpie_header", "http POST https://«host»/v1/items Authorization:'Bearer «b64url:40»'"),
+    ("ps_networkcredential", "[System.Net.NetworkCredential]::new('«user»', '«pw»')"),
+    ("ps_env_assign", "$env:API_KEY = '«alnum:32»'; .\\deploy.ps1"),
+    ("invoke_sqlcmd", "Invoke-Sqlcmd -ServerInstance «host» -Username sa -Password '«pwsym»' -Query 'SELECT 1'"),
+    ("kubectl_create_secret", "kubectl create secret generic db --from-literal=password=«pw» -n prod"),
+    ("helm_set_password", "helm upgrade --install pg bitnami/postgresql --set auth.postgresPassword=«pw»"),
+    ("docker_build_arg", "docker build --build-arg NPM_TOKEN=npm_«alnum:36» -t app ."),
+    ("spring_double_dash", "java -jar app.jar --spring.datasource.password=«pw»"),
+    ("rclone_keys", "rclone config create s3 s3 access_key_id AKIA«upper:16» secret_access_key «b64:40»"),
+    ("ftp_script", "open «host»\nuser «user» «pw»\nbinary\nget backup.zip"),
+    ("winscp_open", 'winscp.com /command "open ftp://«user»:«pw»@«host»/" "get *" "exit"'),
 ]
 
 _KV = [
@@ -211,7 +238,7 @@ _KV = [
     ("pwd_semicolon", "Server=«host»;Database=crm;User Id=«user»;Pwd=«pw»;"),
     ("ado_conn_password", "Data Source=«host»;Initial Catalog=HR;User ID=sa;Password=«pwsym»;"),
     ("json_password", '{"username": "«user»", "password": "«pw»"}'),
-    ("json_client_secret", '{"client_id": "«uuid»", "client_secret": "«b64url:40»"}'),
+    ("json_client_secret", '{"client_id": "«~uuid»", "client_secret": "«b64url:40»"}'),
     ("yaml_password", "spring:\n  datasource:\n    password: «pw»"),
     ("xml_password", "<connection><user>«user»</user><password>«pw»</password></connection>"),
     ("xml_appsettings", '<add key="SmtpPassword" value="«pw»" />'),
@@ -241,8 +268,8 @@ _KV = [
     ("passphrase_kv", "passphrase=«pw»"),
     ("netrc", "machine «host» login «user» password «pw»"),
     ("pgpass", "«host»:5432:*:«user»:«pw»"),
-    ("htpasswd", "«user»:$apr1$«alnum:8»$«b64:22»"),
-    ("shadow_line", "«user»:$6$«alnum:16»$«b64:86»:19700:0:99999:7:::"),
+    ("htpasswd", "«user»:$apr1$«~alnum:8»$«b64:22»"),
+    ("shadow_line", "«user»:$6$«~alnum:16»$«b64:86»:19700:0:99999:7:::"),
     ("docker_config_auth", '{"auths": {"registry.«domain»": {"auth": "«basic»"}}}'),
     ("git_credentials", "https://«user»:«alnum:40»@github.com"),
     ("wpa_psk", 'network={ssid="Office" psk="«pw»"}'),
@@ -261,6 +288,12 @@ _KV = [
     ("upper_password", "PASSWORD «pw»"),
     ("pin_code", "PIN=«digits:12»"),
     ("login_pair", "login: «user» / pass: «pw»"),
+    ("authorization_digest", 'Authorization: Digest username="«user»", realm="api", response="«hex:32»"'),
+    ("authorization_ntlm", "Authorization: NTLM TlRMTVNTUAADAAAAGAAYAE«b64:80»"),
+    ("authorization_negotiate", "Authorization: Negotiate YIIH«b64:80»"),
+    ("query_apikey", "GET /v2/search?q=x&apikey=«alnum:32» HTTP/1.1"),
+    ("browser_password_csv", "https://bank.«domain»/login,«user»,«pwsym»"),
+    ("rdp_file_password", "password 51:b:01000000D08C9DDF0115D1118C7A00C04FC297EB«hex:64»"),
 ]
 
 _URLS = [
@@ -326,6 +359,11 @@ _UNICODE = [
     ("combining_marks_keyword", "passwd=«pw»", "comb_key"),
     ("zw_in_url", "https://«user»:«pw»@«host»/", "zw_key"),
     ("fullwidth_url", "https://«user»:«pw»@«host»/", "fw_all"),
+    ("cyrillic_token_prefix", "sk_live_«alnum:24»", "cyr_key"),
+    ("fullwidth_token_prefix", "ghp_«alnum:36»", "fw_key"),
+    ("soft_hyphen_in_token", "AKIA«upper:16»", "shy_core"),
+    ("math_bold_token", "ghp_«alnum:36»", "math_all"),
+    ("combining_in_token", "glpat-«alnum:20»", "comb_core"),
 ]
 
 _SPECIAL_KV = [
@@ -398,6 +436,8 @@ _IDENTIFIERS = [
     ("serial_wmic", "SerialNumber «serial:pc»"),
     ("serial_disk", "disk serial WD-WCC4«upper:8»"),
     ("imei", "IMEI: «imei»"),
+    ("domain_backslash_user", "logon by CONTOSO\\«user» from «ip»"),
+    ("upn_in_text", "token issued for «user»@contoso.local"),
 ]
 
 TEMPLATES: list[Template] = (

@@ -162,7 +162,16 @@ def _tricks() -> dict[str, Callable[[dict[str, Any], str, str], bytes]]:
             inner = {"x": inner}
         return _j({**rec, "data": {**rec["data"], "nested": inner}}).encode()
 
+    def expired_license(rec: dict[str, Any], field: str, s: str) -> bytes:
+        # a licence past retention is locked (written to _locked/), not deleted: still output
+        return _j({**with_data(rec, field, s), "ts": "2022-06-01T10:00:00Z"}).encode()
+
+    def long_value(rec: dict[str, Any], field: str, s: str) -> bytes:
+        return _j(with_data(rec, field, "C:\\Temp\\x.exe " * 20000 + s)).encode()
+
     return {
+        "expired_license_locked": expired_license,
+        "secret_after_300kb_of_text": long_value,
         "dup_key_secret_second": lambda r, f, s: _dup(r, f, s, first=False),
         "dup_key_secret_first": lambda r, f, s: _dup(r, f, s, first=True),
         "escaped_key_twin": esc_twin,
@@ -219,10 +228,23 @@ def trick_lines(rng: random.Random, start_line: int,
     """(raw line, manifest entry without `line`) for every trick and its templates."""
     by_name = {t[1]: t for t in TEMPLATES}
     line = start_line
+    # every template in one value: rules with a time or size budget must still scrub all of them
+    for rtype, field in TARGETS:
+        rec = benign_record(rtype, line, rng)
+        parts = [render(t, rng) for t in TEMPLATES]
+        value = " ; ".join(v for v, _ in parts)
+        rec["data"][field] = value
+        yield _j(rec).encode(), {"ts": rec["ts"], "event_id": rec["event_id"], "class": "parser_trick",
+                                 "template": "every_template_in_one_value", "type": rtype, "field": "data." + field,
+                                 "value": value, "cores": [c for _, cores in parts for c in cores],
+                                 "planted_template": "*"}
+        line += 1
     for t_index, (name, make) in enumerate(_tricks().items()):
         names = TRICK_TEMPLATES[:2] if name == "line_too_long" else TRICK_TEMPLATES
         for k, template_name in enumerate(names):
             rtype, field = TARGETS[(t_index + k) % len(TARGETS)]
+            if name == "expired_license_locked":
+                rtype, field = "license", ("product", "product_version")[k % 2]
             template = by_name[template_name]
             rec = benign_record(rtype, line, rng)
             value, cores = render(template, rng)
