@@ -9,6 +9,7 @@ committed version. An output that could not be committed: one line, exit code 4.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import json
@@ -226,6 +227,9 @@ def run(argv: list[str]) -> int:
                         client.close()
             except BaseException:
                 output.remove_attempt(f"{run_id}-{attempt}")
+                # Writer threads of an interrupted in-process run can still finish a file after this;
+                # they are joined when the interpreter exits, before atexit callbacks: look again then.
+                atexit.register(output.remove_attempt, f"{run_id}-{attempt}")
                 raise
         stats, written = read_results(os.path.join(staging.path, "_stats.json"))
         changed = changed_since(before)
