@@ -145,29 +145,38 @@ def route_lines(known: Container[bytes], screen: str, max_bytes: int, lines: lis
     pass of the `screen` pattern and the `type` tag route each line; types not in `known`,
     and any line in doubt, go to the second list (for the per-record path; not in order)."""
     slow: list[tuple[int, bytes | Unreadable]] = []
-    candidates: list[tuple[int, bytes]] = []
+    candidates: list[tuple[int, bytes | Unreadable]] = []
+    raws: list[bytes] = []
+    keep, drop, add = candidates.append, slow.append, raws.append
     for item in lines:
         raw = item[1]
-        if (isinstance(raw, Unreadable) or raw[:2] != b'{"' or len(raw) > max_bytes
-                or not (raw[-1] == 125 or raw.endswith(b"}\r"))  # 125: "}"
-                or raw.count(b"{") != raw.count(b"}")  # most lines cut off after an inner object
-                or not (raw.isascii() or _utf8(raw))):  # Arrow does not check UTF-8 in strings
-            slow.append(item)
+        if (type(raw) is bytes and raw[:2] == b'{"' and len(raw) <= max_bytes
+                and (raw[-1] == 125 or raw.endswith(b"}\r"))  # 125: "}"
+                and raw.count(b"{") == raw.count(b"}")  # most lines cut off after an inner object
+                and (raw.isascii() or _utf8(raw))):  # Arrow does not check UTF-8 in strings
+            keep(item)
+            add(raw)
         else:
-            candidates.append((item[0], raw))
-    flagged = pc.match_substring_regex(pa.array([raw for _, raw in candidates], pa.binary()), screen)
+            drop(item)
     groups: dict[bytes, Group] = {}
-    for item, suspect in zip(candidates, flagged.to_pylist(), strict=True):
-        raw = item[1]
-        at = raw.find(_TYPE_TAG)
-        group = None if suspect or at < 0 else groups.get(raw[at + 8:raw.find(b'"', at + 8)])
+    if not raws:
+        return groups, slow
+    flagged = pc.match_substring_regex(pa.array(raws, pa.binary()), screen)
+    suspects = set(np.flatnonzero(flagged.to_numpy(zero_copy_only=False)).tolist()) if pc.any(flagged).as_py() else ()
+    get = groups.get
+    for i, raw in enumerate(raws):
+        at = raw.find(_TYPE_TAG) + 8
+        if at < 8 or i in suspects:
+            drop(candidates[i])
+            continue
+        name = raw[at:raw.find(b'"', at)]
+        group = get(name)
         if group is None:
-            name = raw[at + 8:raw.find(b'"', at + 8)]
-            if suspect or at < 0 or name not in known:
-                slow.append(item)
+            if name not in known:
+                drop(candidates[i])
                 continue
             group = groups[name] = ([], [], [])
-        group[0].append(item[0])
+        group[0].append(candidates[i][0])
         group[1].append(raw)
         group[2].append(raw.count(b'":'))  # each key of a compact line is one '":' (see _checked)
     return groups, slow
