@@ -345,16 +345,16 @@ def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, num
         return 0, rerouted
     rows = np.concatenate([np.arange(lo, lo + t.num_rows) for lo, t in tables])  # index in raws of each row
     table = pa.concat_tables([t for _, t in tables]).combine_chunks()
-    ok, only_allowed = _checked(plan, table, pa.array(np.asarray(said, dtype=np.int32)[rows]))
+    checked, only_allowed = _checked(plan, table, pa.array(np.asarray(said, dtype=np.int32)[rows]))
     table = table.append_column("_plain", only_allowed)
-    table, rows = _keep(table, rows, ok, rerouted)
-    if not len(rows):
-        return 0, rerouted
-    event_time, parsed = _timestamps(table.column("ts").combine_chunks())
+    # Timestamps are parsed on every row, those `_checked` refused masked out (`_timestamps` takes
+    # only values of the checked form), so the rows are filtered once, not once per check.
+    unset = pa.scalar(None, pa.string())
+    event_time, parsed = _timestamps(pc.if_else(checked, table.column("ts").combine_chunks(), unset))
     limit = pa.scalar(ctx.future_limit, TIMESTAMP)
-    ok = pc.fill_null(pc.and_(parsed, pc.less_equal(event_time, limit)), False)
+    ok = pc.fill_null(pc.and_(checked, pc.and_(parsed, pc.less_equal(event_time, limit))), False)
     for name in plan.timestamps:  # data timestamps (license expiry) must parse too
-        col = pc.struct_field(table.column("data"), name).combine_chunks()
+        col = pc.if_else(checked, pc.struct_field(table.column("data"), name).combine_chunks(), unset)
         if name in plan.dates:  # a date is 00:00 UTC of that day (fields.parse_date_or_rfc3339)
             col = pc.if_else(pc.equal(pc.utf8_length(col), 10), pc.utf8_replace_slice(col, 10, 10, "T00:00:00Z"),
                              col)
