@@ -22,7 +22,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline.dedupe import DEVICE, EVENT, drop_committed
-from pipeline.tables import QUARANTINE, WrittenFile, is_remote, join, time_bounds
+from pipeline.tables import QUARANTINE, STATS_COLUMNS, WrittenFile, is_remote, join, time_bounds
 from transforms.records import PartitionKey, as_written, first_copies, keep_copies
 
 COMPRESSION = "zstd"
@@ -35,6 +35,17 @@ def parquet_compression(rows: int) -> str:
     makes the file larger, not smaller (1 row: 7.1 KB vs 6.7 KB; 16 rows: 8.2 vs 8.1 KB;
     64 rows: 8.5 vs 10.4 KB)."""
     return "none" if rows <= SMALL_FILE_ROWS else COMPRESSION
+
+
+def write_parquet(table: pa.Table, path: str, filesystem=None) -> None:
+    """One output Parquet file: compressed as `parquet_compression` says, and with column
+    statistics (min/max in the footer) only for the columns the table's Delta statistics cover
+    (`tables.STATS_COLUMNS`), so pseudonyms and free text are not copied into footers either.
+    Statistics of every column made writing 10-20% slower (2,158 files of a 1M run: 1.88-2.01
+    -> 1.65-1.70 CPU s) and the files 6% larger."""
+    stats = [name for name in STATS_COLUMNS["data"] + STATS_COLUMNS["quarantine"] if name in table.column_names]
+    pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=filesystem,
+                   write_statistics=stats or False)
 
 
 def partition_dir(key: PartitionKey) -> str:
@@ -174,8 +185,7 @@ class _StageWriter(beam.DoFn):
 
 def _write_file(tables: list[pa.Table], path: str, filesystem=None) -> None:
     """One final Parquet file: rows in input order, hidden columns removed."""
-    table = as_written(pa.concat_tables(tables))
-    pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=filesystem)
+    write_parquet(as_written(pa.concat_tables(tables)), path, filesystem)
 
 
 class _FinalizePartition(beam.DoFn):
@@ -353,7 +363,7 @@ class _QuarantineWriter(beam.DoFn):
             path = os.path.join(directory, name)
         else:
             path = join(self._root, QUARANTINE, name)
-        pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=self._fs)
+        write_parquet(table, path, self._fs)
         self.pending, self.rows = [], 0
         return (Counter({"files_written": 1, "written/_quarantine": table.num_rows}),
                 WrittenFile(QUARANTINE, name, table.num_rows))
