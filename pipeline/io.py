@@ -199,7 +199,11 @@ class _FinalizePartition(beam.DoFn):
     committed are dropped too (pipeline/dedupe.py).
     """
 
-    MAX_ROWS_PER_FILE = 100_000  # also bounds what a partition holds in memory while it is written
+    # Rows per file, exactly (pieces are cut to fit); it bounds what a partition holds while it is
+    # written (one file filled, MAX_PENDING being written), so it is what makes the peak memory
+    # of large inputs flat: at 100,000 a 5M-record run peaked higher than a 1M one, whose
+    # largest partitions hold about 57,000 rows (docs/performance.md).
+    MAX_ROWS_PER_FILE = 50_000
     WRITERS = 2  # Parquet encoding releases the GIL: two files at once use the second core
     MAX_PENDING = 2  # files handed to the writers and not yet written: bounds their memory
 
@@ -271,10 +275,13 @@ class _FinalizePartition(beam.DoFn):
             table = read_piece(piece)
             if duplicates:
                 table = keep_copies(table, keep)
-            pending.append(table)
-            pending_rows += table.num_rows
-            if pending_rows >= self.MAX_ROWS_PER_FILE:
-                flush()
+            while table.num_rows:  # a piece that does not fit is cut: no file exceeds the limit
+                room = self.MAX_ROWS_PER_FILE - pending_rows
+                pending.append(table.slice(0, room))
+                pending_rows += pending[-1].num_rows
+                table = table.slice(room)
+                if pending_rows >= self.MAX_ROWS_PER_FILE:
+                    flush()
         if pending_rows or part == 0:
             flush()
         yield self._stats(key, part, written, duplicates)
