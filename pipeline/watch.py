@@ -95,6 +95,7 @@ from datetime import UTC, datetime
 from statistics import mean, median
 
 from pipeline.claim import Settler, after_run
+from pipeline.tables import not_local
 
 PROCESSING = "_processing"
 DONE = "_done"
@@ -197,6 +198,12 @@ def check_run_options(extra: list[str]) -> bool:
     if getattr(opts, "withdrawals", None):
         ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)
         load_withdrawals(os.path.abspath(opts.withdrawals), ctx.device_hash)
+    if getattr(opts, "input_format", None):  # the mapping files and the consent profile (docs/input-formats.md)
+        from schemas.formats import load_formats, load_profile
+
+        load_formats([opts.input_format], policy)
+        if getattr(opts, "consent_profile", None):
+            load_profile(opts.consent_profile)
     return bool(opts.pseudonym_key_file)
 
 
@@ -607,6 +614,7 @@ class Watcher:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from pipeline.run import ConfigError
+    from schemas.formats import FormatError
     from schemas.policy import PolicyError
     from transforms.withdrawals import WithdrawalsError
 
@@ -617,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
             raise WatchConfigError(f"--watch {landing}: exists and is not a directory")
         if os.path.exists(output) and not os.path.isdir(output):
             raise WatchConfigError(f"--output {output}: exists and is not a directory")
+        if not_local("--output", output) or not_local("--watch", landing):
+            raise WatchConfigError(str(not_local("--output", output) or not_local("--watch", landing)))
         if os.path.realpath(output) == os.path.realpath(landing):
             raise WatchConfigError("--output must not be the landing directory")
         has_key = check_run_options(extra)
@@ -627,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         watcher = Watcher(landing, output, extra, args.idle_timeout, args.poll_interval, args.max_files,
                           args.settle_seconds)
         return watcher.run()
-    except (WatchConfigError, ConfigError, PolicyError, WithdrawalsError) as exc:
+    except (WatchConfigError, ConfigError, PolicyError, WithdrawalsError, FormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
