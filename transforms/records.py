@@ -116,9 +116,10 @@ class SanitizeContext:
     def __post_init__(self) -> None:
         self.pseudonym = Pseudonymizer(self.key)
         self.urls = UrlSanitizer()
-        self.scrubber = TextScrubber(self.pseudonym, self.urls.reduce)
-        self.engine = FieldEngine(self.pseudonym, self.urls, self.scrubber, self.key)
         self.special = SpecialCategoryMatcher(self.policy.special_categories)
+        # the free-text rule also removes the value after a special-category key (`religion=x`)
+        self.scrubber = TextScrubber(self.pseudonym, self.urls.reduce, special=self.special.category_of)
+        self.engine = FieldEngine(self.pseudonym, self.urls, self.scrubber, self.key)
         self.known_keys = frozenset(
             {r.name for r in self.policy.envelope}
             | STRUCTURAL
