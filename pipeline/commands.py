@@ -90,7 +90,7 @@ def stream_parser() -> argparse.ArgumentParser:
         description="Streaming job: the same sanitizing over Pub/Sub or Kafka, in fixed windows, on a runner "
                     "that fires windows while the source runs (Dataflow, Flink).",
         epilog=_epilog(f"  {PROG} stream --kafka-bootstrap broker:9092 --kafka-topic telemetry \\\n"
-                       "      --output gs://bucket/out --pseudonym-key-file key --runner FlinkRunner"))
+                       "      --output /mnt/telemetry-clean --pseudonym-key-file key --runner FlinkRunner"))
     _add_run_options(parser)
     StreamingOptions._add_argparse_args(parser.add_argument_group("stream options"))
     add_common(parser)
@@ -134,7 +134,12 @@ def _remove_leftovers(output: str | None, existed: bool, staged_before: set[str]
     for name in _staging_dirs(output) - staged_before:
         shutil.rmtree(os.path.join(output, name), ignore_errors=True)
     if not existed:
+        from pipeline.lease import COMMIT_LOCK, LEASE_FILE
+
         with contextlib.suppress(OSError):
+            if set(os.listdir(output)) <= {LEASE_FILE, COMMIT_LOCK}:  # the run's own lock files only
+                for name in os.listdir(output):
+                    os.remove(os.path.join(output, name))
             os.rmdir(output)
 
 

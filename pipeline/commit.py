@@ -45,6 +45,7 @@ from pipeline.tables import (
 from schemas.policy import Policy
 
 KILL_ENV = "TELEMETRY_SANITIZER_KILL_AT"  # fault tests: SIGKILL this process at a named point
+STOP_ENV = "TELEMETRY_SANITIZER_STOP_AT"  # fault tests: SIGSTOP it there (another process resumes it)
 HISTORY_LOOKBACK = 200  # commits searched for the version a resumed run's table was committed at
 
 
@@ -52,10 +53,38 @@ class CommitError(RuntimeError):
     """The output could not be (wholly) committed: one line for the user, exit code 4."""
 
 
+class SchemaMismatch(ValueError):
+    """A table holds a column with another type than this run's policy gives it: one line, exit
+    code 2, found before anything is written."""
+
+
+def schema_change(name: str, current, wanted) -> list[str]:
+    """Columns the policy adds to an existing table (Delta schemas). A column whose type differs
+    stops the run: files of two types under one column cannot be read as one table. Columns the
+    policy dropped stay in the table (null in new files) unless a whole replace drops them."""
+    from deltalake.schema import PrimitiveType
+
+    def type_name(t) -> str:
+        return str(t.type) if isinstance(t, PrimitiveType) else str(t)  # PrimitiveType("string") -> string
+
+    have = {f.name: type_name(f.type) for f in current.fields}
+    added = []
+    for f in wanted.fields:
+        if f.name not in have:
+            added.append(f.name)
+        elif have[f.name] != type_name(f.type):
+            raise SchemaMismatch(f"table {name}: column {f.name} is {have[f.name]} in the table but "
+                                 f"{type_name(f.type)} under this policy; write this policy's output to a new "
+                                 "location")
+    return added
+
+
 def kill_point(name: str) -> None:
-    """SIGKILL this process when the fault tests ask for it at `name` (no-op otherwise)."""
+    """SIGKILL (or SIGSTOP) this process when the fault tests ask for it at `name` (no-op otherwise)."""
     if os.environ.get(KILL_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(STOP_ENV) == name:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 @dataclass(frozen=True)
@@ -109,6 +138,7 @@ class Plan:
     execution: int
     todo: list[str]
     done: dict[str, dict[str, Any]] = field(default_factory=dict)
+    superseded: str | None = None  # a table where another replace landed on the killed execution
 
     @property
     def run_id(self) -> str | None:
@@ -128,6 +158,7 @@ class Output:
         self.names = table_names(policy)
         self.tables: dict[str, Any] = {}
         self.snapshot: dict[str, int] = {}
+        self.added: dict[str, list[str]] = {}  # columns this run's policy adds to an existing table
 
     def uri(self, name: str) -> str:
         return join(self.location, name)
@@ -143,8 +174,36 @@ class Output:
             table = None
             if DeltaTable.is_deltatable(uri, self.storage_options):
                 table = DeltaTable(uri, storage_options=self.storage_options)
+                self.added[name] = schema_change(name, table.schema(), self.wanted(name))
             self.tables[name] = table
             self.snapshot[name] = table.version() if table is not None else -1
+
+    def wanted(self, name: str):
+        """The Delta schema this run's policy gives a table."""
+        from deltalake import Schema
+
+        return Schema.from_arrow(table_schema(self.policy, name))
+
+    def _commit_schema(self, name: str, table, mode: str, part: Slice, props_meta: dict[str, str]):
+        """The schema a commit declares. Unchanged: the table's. Columns added by the policy: a whole
+        replace declares the policy's schema (its overwrite rewrites the table's metadata in the same
+        commit); a slice replace the table's plus the new columns (same commit); an append cannot
+        change the schema in its commit, so the columns are added by a commit of their own just
+        before (nullable: rows written earlier read them as null)."""
+        from deltalake import CommitProperties, Field, Schema
+
+        added = self.added.get(name) or []
+        if mode == "overwrite" and part.whole and added:
+            return self.wanted(name)
+        if not added:
+            return table.schema()
+        new = [f for f in self.wanted(name).fields if f.name in added]
+        if mode == "overwrite":
+            return Schema([*table.schema().fields, *new])
+        table.alter.add_columns([Field(f.name, f.type, nullable=True) for f in new],
+                                commit_properties=CommitProperties(custom_metadata={
+                                    **props_meta, "schema_change": "added " + ",".join(added)}))
+        return table.schema()
 
     def _current_version(self, name: str) -> int:
         from deltalake import DeltaTable
@@ -177,6 +236,7 @@ class Output:
         versions = {name: self.tables[name].transaction_version(app_id) if self.tables[name] is not None else None
                     for name in self.names}
         latest = max((v for v in versions.values() if v is not None), default=0)
+        superseded = None
         if append:
             execution = 1
         elif latest and any(v != latest for v in versions.values()):
@@ -185,9 +245,31 @@ class Output:
             execution = latest  # killed after its last commit, before its report: only the report is left
         else:
             execution = latest + 1
+        if not append and execution == latest:
+            superseded = self._superseded(app_id, latest, [n for n in self.names if versions[n] == latest])
+            if superseded is not None:
+                execution = latest + 1  # finishing it would mix two runs: replace everything again
         todo = [name for name in self.names if versions[name] != execution]
         done = {name: self._committed(name, app_id, execution) for name in self.names if name not in todo}
-        return Plan(app_id, execution, todo, done)
+        return Plan(app_id, execution, todo, done, superseded)
+
+    def _superseded(self, app_id: str, execution: int, names: list[str]) -> str | None:
+        """The first table in which another run's replace was committed on top of `execution`'s
+        commit (that run's data now stands there; completing the killed execution in the other
+        tables would leave the output half one run, half the other). A table whose commit of
+        `execution` is beyond the history searched counts as superseded too (fail closed)."""
+        for name in names:
+            later = []
+            for entry in self.tables[name].history(HISTORY_LOOKBACK):
+                if entry.get("run_app") == app_id and str(entry.get("execution")) == str(execution):
+                    break
+                later.append(entry)
+            else:
+                return name
+            if any(e.get("run_app") not in (None, app_id) and str(e.get("mode", "")).startswith("replace")
+                   for e in later):
+                return name
+        return None
 
     def _reported(self, app_id: str, execution: int) -> bool:
         """Whether the run that committed `execution` wrote its report (the last step of a run)."""
@@ -257,7 +339,8 @@ class Output:
                 actions.extend(self._quarantine_removes(table, quarantine_tag, now_ms))
             kill_point(f"before_commit:{name}")
             try:
-                table.create_write_transaction(actions, mode, table.schema(), partition_by=partition_by(name),
+                schema = self._commit_schema(name, table, mode, part, meta)
+                table.create_write_transaction(actions, mode, schema, partition_by=partition_by(name),
                                                partition_filters=filters, commit_properties=props)
             except (CommitFailedError, DeltaError, OSError) as exc:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
@@ -277,19 +360,21 @@ class Output:
 
         if DeltaTable.is_deltatable(self.uri(name), self.storage_options):
             table = DeltaTable(self.uri(name), storage_options=self.storage_options)
+            self.added[name] = schema_change(name, table.schema(), self.wanted(name))
         else:
             table = self._create(name, append=True)
         rows = sum(w.rows for w in files)
         held = table.transaction_version(app_id)
         if held is not None and held >= version:
             return {"version": table.version(), "rows_added": 0, "committed": False}
+        schema = self._commit_schema(name, table, "append", Slice(), meta)
         sizes = self._sizes(files)
         now_ms = int(time.time() * 1000)
         props = CommitProperties(custom_metadata={**meta, "run_app": app_id, "execution": str(version),
                                                   "rows_added": str(rows), "mode": "append"},
                                  app_transactions=[Transaction(app_id, version)])
         table.create_write_transaction([_add_action(w, sizes[(w.table, w.path)], now_ms) for w in files], "append",
-                                       table.schema(), partition_by=partition_by(name), commit_properties=props)
+                                       schema, partition_by=partition_by(name), commit_properties=props)
         plan = Plan(app_id, version, [name])
         return {"version": self._version_of(table, plan, meta["run_id"]), "rows_added": rows, "committed": True}
 

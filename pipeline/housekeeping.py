@@ -24,12 +24,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
+from pipeline import lease
+from pipeline.commit import kill_point
 from pipeline.staging import LOCK as STAGING_LOCK
 from pipeline.staging import PREFIX as STAGING_PREFIX
 from pipeline.staging import remove_stale
 from pipeline.tables import DELTA_LOG
 
-LOCK_FILE = "_maintenance.lock"
 COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
 CHECKPOINT_FILE = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?\.parquet$")
 STALE_COMMIT_TEMP = re.compile(r"^\d{20}\.json#\d+$")  # left by a commit killed between write and link
@@ -42,19 +43,18 @@ class BusyError(RuntimeError):
 
 @contextlib.contextmanager
 def exclusive(data_dir: Path) -> Iterator[None]:
-    """Hold DIR/_maintenance.lock: one erase or maintain at a time on an output, so a vacuum
-    never deletes the files another one is about to commit. Refused while a run writes into
-    DIR (see `check_no_live_run`)."""
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    """Hold DIR/_maintenance.lock exclusively (pipeline/lease.py): one erase or maintain at a time
+    on an output, and none while a writer (run, watch batch, stream job) holds its shared lease,
+    which it takes before it writes a file and keeps until its commits and report are done. So a
+    vacuum never deletes a file a run is about to commit, and no run commits under an erase.
+    Runs of older versions only hold their staging lock: `check_no_live_run` still looks."""
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise BusyError(f"{data_dir}: another `subject erase` or `maintain` is running on it") from None
-        check_no_live_run(data_dir)
-        yield
-    finally:
-        os.close(fd)
+        with lease.maintenance(str(data_dir)):
+            check_no_live_run(data_dir)
+            yield
+    except lease.LeaseBusy:
+        raise BusyError(f"{data_dir}: a run, a `subject erase` or a `maintain` is using it "
+                        f"({lease.LEASE_FILE} is held); run again when it has ended") from None
 
 
 def check_no_live_run(data_dir: Path) -> int:
@@ -85,6 +85,7 @@ def vacuum(dt: DeltaTable, data_dir: Path) -> int:
     partition directories left empty go too. Checked again just before: no run is alive."""
     check_no_live_run(data_dir)
     root = Path(dt.table_uri.removeprefix("file://"))
+    kill_point(f"vacuum:{os.path.relpath(root, data_dir.resolve())}")  # fault tests
     # A tombstone stays in the log after its file is deleted, and delta-rs lists it again:
     # only files still on disk are counted, and no VACUUM commits are made for none.
     listed = dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=True, full=True)

@@ -10,6 +10,7 @@ half-written output behind, only unreferenced files that vacuum removes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections import Counter, deque
@@ -22,6 +23,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline.dedupe import DEVICE, EVENT, drop_committed
+from pipeline.lease import FileGuard
 from pipeline.tables import QUARANTINE, WrittenFile, is_remote, join, time_bounds
 from transforms.records import PartitionKey, as_written, first_copies, keep_copies
 
@@ -172,10 +174,17 @@ class _StageWriter(beam.DoFn):
             yield WindowedValue(self._flush(key), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
-def _write_file(tables: list[pa.Table], path: str, filesystem=None) -> None:
-    """One final Parquet file: rows in input order, hidden columns removed."""
+def _write_file(tables: list[pa.Table], path: str, filesystem=None, guard: FileGuard | None = None) -> None:
+    """One final Parquet file: rows in input order, hidden columns removed; under the worker's
+    lease on the output (pipeline/lease.py) when given."""
     table = as_written(pa.concat_tables(tables))
-    pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=filesystem)
+    with guard() if guard is not None else contextlib.nullcontext():
+        pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=filesystem)
+
+
+def file_guard(location: str) -> FileGuard:
+    """The lease a worker holds while it writes a file into `location` (none for a URI)."""
+    return FileGuard(None if is_remote(location) else location)
 
 
 class _FinalizePartition(beam.DoFn):
@@ -200,13 +209,14 @@ class _FinalizePartition(beam.DoFn):
 
     def setup(self) -> None:
         self._fs, self._root = output_fs(self.final_dir)
+        self._guard = file_guard(self.final_dir)
         self._pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="parquet")
         self._pending: deque[Future] = deque()
 
     def _submit(self, tables: list[pa.Table], path: str) -> None:
         while len(self._pending) >= self.MAX_PENDING:
             self._pending.popleft().result()  # re-raises a failed write here, failing the bundle
-        self._pending.append(self._pool.submit(_write_file, tables, path, self._fs))
+        self._pending.append(self._pool.submit(_write_file, tables, path, self._fs, self._guard))
 
     def finish_bundle(self) -> None:
         # Every file of the bundle is on disk before the bundle counts as done.
@@ -333,6 +343,7 @@ class _QuarantineWriter(beam.DoFn):
 
     def setup(self) -> None:
         self._fs, self._root = output_fs(self.output)
+        self._guard = file_guard(self.output)
 
     def start_bundle(self) -> None:
         self.pending: list[pa.Table] = []
@@ -353,7 +364,8 @@ class _QuarantineWriter(beam.DoFn):
             path = os.path.join(directory, name)
         else:
             path = join(self._root, QUARANTINE, name)
-        pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=self._fs)
+        with self._guard():
+            pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=self._fs)
         self.pending, self.rows = [], 0
         return (Counter({"files_written": 1, "written/_quarantine": table.num_rows}),
                 WrittenFile(QUARANTINE, name, table.num_rows))

@@ -37,6 +37,7 @@ from pipeline.tables import (
     DELTA_LOG,
     list_tables,
     locked_name,
+    not_local,
     partition_by,
     record_type_of,
     table_config,
@@ -183,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.target_mb <= 0:
             raise ConfigError(f"--target-file-size-mb {args.target_mb}: must be a positive number of MiB")
+        if not_local("--data", args.data):
+            raise ConfigError(str(not_local("--data", args.data)))
         data_dir = Path(args.data)
         if not data_dir.is_dir():
             raise ConfigError(f"--data {data_dir}: not a directory")

@@ -17,7 +17,7 @@ class SanitizerOptions(PipelineOptions):
         parser.add_argument("--input", action="append", default=None,
                             help="glob of .ndjson / .ndjson.gz files; repeat for several")
         parser.add_argument("--output", default=None,
-                            help="output location: a directory or an s3:// gs:// abfs:// URI of Delta tables")
+                            help="output directory of Delta tables (local, or a mounted file system)")
         parser.add_argument("--policy", default=None, help="policy TOML file (default: the built-in policy)")
         parser.add_argument("--pseudonym-key-file", "--pseudonym_key_file", dest="pseudonym_key_file",
                             default=None, help="secret key for pseudonyms; without it a random per-run key is used")

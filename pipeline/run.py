@@ -24,7 +24,8 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from pipeline.commit import CommitError, Output, Slice, kill_point, run_key
+from pipeline import lease
+from pipeline.commit import CommitError, Output, SchemaMismatch, Slice, kill_point, run_key
 from pipeline.dedupe import committed_partition_files
 from pipeline.files import InputError, changed_since, expand_inputs, snapshot
 from pipeline.graph import build_pipeline, read_results
@@ -32,7 +33,7 @@ from pipeline.options import DEFAULT_RUNNER, SanitizerOptions, parallelism
 from pipeline.reading import CHUNK_BYTES
 from pipeline.report import build_report, summary
 from pipeline.staging import make_staging
-from pipeline.tables import QUARANTINE, REPORT, REPORTS, commit_metadata, is_remote, join
+from pipeline.tables import QUARANTINE, REPORT, REPORTS, commit_metadata, is_remote, join, not_local
 from schemas.policy import PolicyError, load_policy
 from transforms.fields import FieldTypeError, parse_rfc3339
 from transforms.pseudonym import key_fingerprint
@@ -104,9 +105,10 @@ def parse_slice(value: str | None) -> Slice:
 
 
 def check_output(out: str) -> None:
-    """A local output must be a writable directory (or creatable); a URI is checked by its first write."""
-    if is_remote(out):
-        return
+    """The output must be a local directory, writable (or creatable); a URI is refused (tables.not_local)."""
+    refused = not_local("--output", out)
+    if refused:
+        raise ConfigError(refused)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--output {out}: exists and is not a directory")
     existing = out
@@ -125,7 +127,7 @@ def run(argv: list[str]) -> int:
         if not opts.input:
             raise ConfigError("--input is required (a glob of .ndjson or .ndjson.gz files)")
         if not opts.output:
-            raise ConfigError("--output is required (a directory or an s3:// gs:// abfs:// URI)")
+            raise ConfigError("--output is required (a local directory)")
         policy = load_policy(opts.policy)
         key, key_mode = load_key(opts.pseudonym_key_file)
         as_of = parse_as_of(opts.as_of)
@@ -174,9 +176,15 @@ def run(argv: list[str]) -> int:
     # it instead of adding its committed tables again under another (unlinkable) key.
     identity = run_key(files, policy, fingerprint if key_mode != "random-per-run" else "random",
                        opts.as_of, withdrawals, mode)
+    leases = contextlib.ExitStack()  # pipeline/lease.py: erase/maintain and other runs' commits
     try:
+        if not is_remote(out):
+            leases.enter_context(lease.writer(out, on_wait=lambda: print(
+                f"note: --output {out}: a `subject erase` or `maintain` is running on it; waiting for it to end",
+                file=sys.stderr)))
         staging = make_staging(out, run_id)
     except OSError as exc:
+        leases.close()
         print(f"error: --output {out}: cannot create: {exc.strerror or exc}", file=sys.stderr)
         return 2
     output = Output(out, policy)
@@ -184,6 +192,9 @@ def run(argv: list[str]) -> int:
         opened = time.time()
         try:
             output.open()
+        except SchemaMismatch as exc:
+            print(f"error: --output {out}: {exc}; nothing was written", file=sys.stderr)
+            return 2
         except Exception as exc:  # storage errors of delta-rs / pyarrow: one line
             raise CommitError(f"--output {out}: cannot open or create its tables: "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
@@ -191,6 +202,10 @@ def run(argv: list[str]) -> int:
         open_seconds = time.time() - opened
         if plan.run_id:
             run_id = plan.run_id  # resuming a killed run: its report completes it
+        if plan.superseded:
+            print(f"note: --output {out}: an interrupted earlier run of this input was replaced by another run "
+                  f"meanwhile (table {plan.superseded}); this run replaces {part.describe()} again as a whole",
+                  file=sys.stderr)
         kill_point("opened")
         quarantine_tag = None if part.whole else f"s{part.tag}"
         with dask_cluster(options) if on_dask else contextlib.nullcontext():
@@ -242,8 +257,15 @@ def run(argv: list[str]) -> int:
             "slice": None if part.whole else {"first": part.first, "last": part.last},
             "run_key": identity,
             "execution": plan.execution,
+            "superseded_table": plan.superseded,
         }
         report = build_report(stats, meta)
+        if not is_remote(out):
+            try:
+                enter_commit_phase(leases, out, opts.append)
+            except CommitError:
+                output.remove_files(written, keep=set())
+                raise
         empty = stats.get("input_records", 0) == 0 and not opts.append and not opts.replace_empty
         outside = sorted({w.event_date or "" for w in written
                           if w.table != QUARANTINE and not part.holds(w.event_date)})
@@ -280,8 +302,21 @@ def run(argv: list[str]) -> int:
         return COMMIT_FAILED
     finally:
         staging.close()
+        leases.close()
     print(summary(report))
     return exit_code(report, opts.allow_partial_input)
+
+
+def enter_commit_phase(leases: contextlib.ExitStack, out: str, append: bool) -> None:
+    """Hold DIR/_commit.lock until the run ends, so two runs' commits never interleave table by
+    table: a replacing run that finds it held fails (its check that no table moved would fail
+    anyway), an appending run waits."""
+    try:
+        leases.enter_context(lease.committing(out, wait=append, on_wait=lambda: print(
+            f"note: --output {out}: another run is committing to it; waiting for it to end", file=sys.stderr)))
+    except lease.LeaseBusy:
+        raise CommitError(f"--output {out}: another run is committing to it right now; nothing of this run was "
+                          "committed: run it again") from None
 
 
 def exit_code(report: dict, allow_partial_input: bool = False) -> int:

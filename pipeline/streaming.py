@@ -24,6 +24,7 @@ windowing, lateness and duplicate behaviour is tested with TestStream.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -37,10 +38,19 @@ from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms import trigger, window
 
+from pipeline import lease
 from pipeline.cliparse import non_negative_int, positive_int
 from pipeline.graph import QUARANTINE, STATS, SumResults, gc_paused
-from pipeline.io import output_fs, parquet_compression, table_of
-from pipeline.tables import APP_ID_PREFIX, REPORTS, WrittenFile, commit_metadata, join, time_bounds
+from pipeline.io import file_guard, output_fs, parquet_compression, table_of
+from pipeline.tables import (
+    APP_ID_PREFIX,
+    REPORTS,
+    WrittenFile,
+    commit_metadata,
+    join,
+    not_local,
+    time_bounds,
+)
 from pipeline.tables import QUARANTINE as QUARANTINE_TABLE
 from transforms.columnar import sanitize_columnar
 from transforms.pseudonym import key_fingerprint
@@ -107,7 +117,8 @@ def _write(table: pa.Table, output_dir: str, relative: str) -> None:
     path = join(root, relative) if fs is not None else os.path.join(root, relative)
     if fs is None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-    pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=fs)
+    with file_guard(output_dir)():  # pipeline/lease.py
+        pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=fs)
 
 
 class _WriteWindowPartition(beam.DoFn):
@@ -172,12 +183,13 @@ class _CommitWindow(beam.DoFn):
         run_id = f"stream-{tag}-pane{pane.index:03d}"
         meta = commit_metadata(run_id, self.policy, self.fingerprint)
         app_id = f"{APP_ID_PREFIX}/stream/{self.job}/{tag}"
+        fs, root = output_fs(self.output_dir)
         by_table: dict[str, list[WrittenFile]] = {}
         for written in files:
             by_table.setdefault(written.table, []).append(written)
-        tables = {name: self.output.append_once(name, by_table[name], meta, app_id, pane.index + 1)
-                  for name in sorted(by_table)}
-        fs, root = output_fs(self.output_dir)
+        with contextlib.nullcontext() if fs is not None else lease.committing(root, wait=True):
+            tables = {name: self.output.append_once(name, by_table[name], meta, app_id, pane.index + 1)
+                      for name in sorted(by_table)}
         name = f"window-{tag}-pane{pane.index:03d}.json"
         text = json.dumps({**dict(sorted(stats.items())), "run_id": run_id, "tables": tables})
         if fs is None:
@@ -281,6 +293,8 @@ def main(argv: list[str]) -> int:
     try:
         if not opts.output:
             raise ConfigError("--output is required")
+        if not_local("--output", opts.output):
+            raise ConfigError(str(not_local("--output", opts.output)))
         if not (stream_opts.pubsub_subscription or (stream_opts.kafka_bootstrap and stream_opts.kafka_topic)):
             raise ConfigError("streaming needs --pubsub-subscription, or --kafka-bootstrap and --kafka-topic")
         policy = load_policy(opts.policy)
@@ -291,6 +305,8 @@ def main(argv: list[str]) -> int:
     except (ConfigError, PolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with beam.Pipeline(options=options) as p:
+    # The job's shared lease on a local output: an erase or maintain (whose vacuum would delete the
+    # files of panes not yet committed) is refused while it runs (pipeline/lease.py).
+    with lease.writer(opts.output), beam.Pipeline(options=options) as p:
         build_streaming(p, options, ctx, opts.output)
     return 0

@@ -38,7 +38,7 @@ from deltalake.exceptions import DeltaError
 
 from pipeline.housekeeping import BusyError
 from pipeline.run import ConfigError, load_key
-from pipeline.tables import DELTA_LOG, list_tables, record_type_of, table_kind
+from pipeline.tables import DELTA_LOG, list_tables, not_local, record_type_of, table_kind
 from schemas.policy import PARTITION_COLUMNS, Policy, PolicyError, load_policy
 from transforms.pseudonym import Pseudonymizer
 
@@ -208,6 +208,8 @@ def prepare(args: argparse.Namespace) -> Request:
         raise SubjectError("--pseudonym-key-file is required: without the run's key the pseudonyms of the id "
                            "cannot be recomputed")
     key, _mode = load_key(args.pseudonym_key_file)
+    if not_local("--data", args.data):
+        raise SubjectError(str(not_local("--data", args.data)))
     data_dir = Path(args.data)
     if not data_dir.is_dir():
         raise SubjectError(f"--data {data_dir}: not a directory")

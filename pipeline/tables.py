@@ -1,6 +1,6 @@
 """The output as Delta Lake tables: layout, table configuration, opening and committing.
 
-Layout under an output location DIR (a local path or an s3:// gs:// abfs:// URI):
+Layout under an output directory DIR (local: a URI is refused, see `not_local`):
   DIR/<type>/                one Delta table per record type, partitioned by user_region, event_date
   DIR/_locked/<type>/        rows of types whose retention locks them; same schema and partitioning
   DIR/_quarantine/           one unpartitioned Delta table
@@ -42,6 +42,18 @@ STATS_COLUMNS = {"data": ("event_time",), "quarantine": ("line_number", "line_by
 def is_remote(location: str) -> bool:
     """Whether `location` is a URI (s3://, gs://, abfs://, file://...) rather than a local path."""
     return "://" in location
+
+
+def not_local(option: str, location: str) -> str | None:
+    """Why an output location is refused, or None for a local path. Outputs are local directories
+    (or mounted file systems): the leases that keep runs, erasures and maintenance apart are local
+    file locks (pipeline/lease.py), and erase/maintain read the file system directly; an object
+    store has neither (docs/tables.md, Locations)."""
+    if not is_remote(location):
+        return None
+    return (f"{option} {location}: only a local directory (or a mounted file system) is supported, not a URI: "
+            "the locks that keep runs, erasures and maintenance apart are local file locks (docs/tables.md, "
+            "Locations)")
 
 
 def join(location: str, *parts: str) -> str:

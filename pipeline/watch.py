@@ -95,6 +95,7 @@ from datetime import UTC, datetime
 from statistics import mean, median
 
 from pipeline.claim import Settler, after_run
+from pipeline.tables import not_local
 
 PROCESSING = "_processing"
 DONE = "_done"
@@ -617,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
             raise WatchConfigError(f"--watch {landing}: exists and is not a directory")
         if os.path.exists(output) and not os.path.isdir(output):
             raise WatchConfigError(f"--output {output}: exists and is not a directory")
+        if not_local("--output", output) or not_local("--watch", landing):
+            raise WatchConfigError(str(not_local("--output", output) or not_local("--watch", landing)))
         if os.path.realpath(output) == os.path.realpath(landing):
             raise WatchConfigError("--output must not be the landing directory")
         has_key = check_run_options(extra)

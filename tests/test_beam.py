@@ -134,7 +134,7 @@ def test_final_files_are_written_by_threads_and_a_failed_write_fails_the_bundle(
     lock = threading.Lock()
     real = io._write_file
 
-    def slow_write(tables, path, filesystem=None):
+    def slow_write(tables, path, filesystem=None, guard=None):
         with lock:
             in_flight[0] += 1
             most[0] = max(most[0], in_flight[0])
@@ -143,7 +143,7 @@ def test_final_files_are_written_by_threads_and_a_failed_write_fails_the_bundle(
             with lock:
                 in_flight[0] -= 1
             raise OSError("disk full")
-        real(tables, path)
+        real(tables, path, filesystem, guard)
         with lock:
             in_flight[0] -= 1
 

@@ -16,6 +16,8 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import upper_bound  # noqa: E402
 
 from pipeline.sample import write_sample  # noqa: E402
+from pipeline.tables import list_tables, table_names  # noqa: E402
+from schemas.policy import load_policy  # noqa: E402
 
 
 def test_byte_ranges_cover_the_file_at_line_boundaries(tmp_path):
@@ -38,12 +40,20 @@ def test_every_line_is_written_or_skipped_in_one_and_two_processes(tmp_path, cap
     for processes in (1, 2):
         out = tmp_path / f"out{processes}"
         assert upper_bound.main(["--input", str(path), "--output", str(out), "--processes", str(processes),
-                                 "--block-bytes", str(256 << 10)]) == 0
+                                 "--block-bytes", str(256 << 10), "--as-of", "2026-11-25T00:00:00Z"]) == 0
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in glob.glob(str(out / "*" / "*.parquet")))
+        found = glob.glob(str(out / "**" / "*.parquet"), recursive=True)
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in found)
         assert rows == summary["rows_written"]
-        committed = sum(DeltaTable(str(d)).count() for d in out.iterdir() if (d / "_delta_log").is_dir())
+        committed = sum(DeltaTable(str(out / name)).count() for name in list_tables(str(out)))
         assert committed == rows  # one Delta commit per type adds every file
+        # Files are partitioned as the pipeline's: <type>/user_region=R/event_date=D/, 16 rows and fewer uncompressed.
+        parquet = glob.glob(str(out / "**" / "user_region=*" / "event_date=*" / "part-*.parquet"), recursive=True)
+        assert len(parquet) == len(found) == summary["files"] and parquet
+        assert set(list_tables(str(out))) == set(table_names(load_policy()))  # every table of the policy
+        for name in list_tables(str(out)):
+            if name != "_quarantine":
+                assert DeltaTable(str(out / name)).metadata().partition_columns == ["user_region", "event_date"]
         assert summary["rows_written"] + summary["skipped_lines"] == len(lines)
         # Most lines of the dirty sample are well-formed: the bound reads them, it does not skip them.
         assert summary["rows_written"] > 0.9 * len(lines)

@@ -262,3 +262,27 @@ def test_schema_as_table_json_and_sql_covers_every_column(capsys):
     assert "PARTITIONED BY (user_region, event_date)" in sql and "`event_time` TIMESTAMP" in sql
     code, _, err = call(capsys, "schema", "--type", "url_visits")
     assert code == 2 and "unknown record type" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--input", "IN", "--output", "s3://bucket/out"],
+    ["--input", "IN", "--output", "gs://bucket/out", "--append"],
+    ["--input", "IN", "--output", "abfs://c@a.dfs.core.windows.net/out"],
+    ["--input", "IN", "--output", "file:///tmp/out"],
+    ["watch", "landing", "--output", "s3://bucket/out"],
+    ["stream", "--kafka-bootstrap", "b:9092", "--kafka-topic", "t", "--output", "s3://bucket/out"],
+    ["maintain", "--data", "s3://bucket/out"],
+    ["subject", "erase", "--id", "x", "--data", "gs://bucket/out"],
+    ["subject", "export", "--id", "x", "--data", "s3://bucket/out", "--output", "exported"],
+], ids=["run-s3", "append-gs", "run-abfs", "run-file-uri", "watch", "stream", "maintain", "erase", "export"])
+def test_a_non_local_output_exits_2_with_one_line_and_writes_nothing(argv, capsys, tmp_path, monkeypatch):
+    """Outputs are local directories: the locks keeping runs, erasures and maintenance apart are
+    local file locks (docs/tables.md, Locations)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.ndjson").write_text('{"type": "url_visit"}\n')
+    argv = [a if a != "IN" else str(tmp_path / "in.ndjson") for a in argv]
+    argv += [] if argv[0] == "maintain" else ["--pseudonym-key-file", KEY]
+    code, out, err = call(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: --") and "only a local directory" in err and "not a URI" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ndjson"]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
@@ -206,6 +207,7 @@ def test_two_concurrent_replacing_runs_never_mix(inputs, previous_output, tmp_pa
         if code == 4:
             [line] = err.strip().splitlines()
             assert line.startswith("error: --output") and ("changed while this run ran" in line
+                                                           or "another run is committing to it" in line
                                                            or "commit of table" in line)
     check_output(out)
     latest = json.loads((out / REPORT).read_text())
@@ -282,3 +284,122 @@ def test_bad_slice_options_exit_2_with_one_line_and_write_nothing(inputs, tmp_pa
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --slice-dates") and message in line
     assert not out.exists()
+
+
+def test_a_killed_replace_replaced_by_another_run_is_rerun_whole_not_finished(inputs, previous_output, reference,
+                                                                              tmp_path):
+    """Killed after some of its commits; another input replaces the output; the killed run's re-run
+    must not complete only the tables it had not committed (that would leave half of each run)."""
+    out = tmp_path / "out"
+    shutil.copytree(previous_output, out)
+    proc = cli(*run_args(inputs["current"], out), env={KILL_ENV: "after_commit:detection"})
+    assert killed(proc)
+    proc = cli(*run_args(inputs["other"], out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check_output(out)
+    other = json.loads((out / REPORT).read_text())
+    for name in list_tables(str(out)):  # the other run replaced every table
+        assert DeltaTable(str(out / name)).history(1)[0]["run_id"] == other["run_id"], name
+    proc = cli(*run_args(inputs["current"], out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [note] = proc.stderr.strip().splitlines()
+    assert note.startswith("note: --output") and "replaced by another run meanwhile" in note
+    check_output(out)
+    assert contents(out) == reference
+    report = json.loads((out / REPORT).read_text())
+    assert report["resumed"] == [] and report["superseded_table"] == "_quarantine" and report["execution"] == 2
+
+
+def test_a_replace_while_another_is_stopped_between_its_commits_fails_with_one_line(inputs, previous_output,
+                                                                                   reference, tmp_path):
+    """Stopped (SIGSTOP) between two of its own commits: a replace of the same output meanwhile
+    fails at once and commits nothing; the stopped run, resumed, completes alone."""
+    from test_leases import wait_stopped
+
+    from pipeline.commit import STOP_ENV
+
+    out = tmp_path / "out"
+    shutil.copytree(previous_output, out)
+    first = subprocess.Popen([sys.executable, "-m", "pipeline", *run_args(inputs["current"], out)], cwd=ROOT,
+                             env={**os.environ, STOP_ENV: "after_commit:detection"}, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_stopped(first)
+        versions = {name: DeltaTable(str(out / name)).version() for name in list_tables(str(out))}
+        proc = cli(*run_args(inputs["other"], out))
+        assert proc.returncode == 4, proc.stderr[-2000:]
+        [line] = proc.stderr.strip().splitlines()
+        assert line.startswith("error: --output") and "another run is committing to it" in line
+        assert versions == {name: DeltaTable(str(out / name)).version() for name in list_tables(str(out))}
+        os.kill(first.pid, signal.SIGCONT)
+        _, err = first.communicate(timeout=180)
+        assert first.returncode == 0, err[-2000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    check_output(out)
+    assert contents(out) == reference
+
+
+def policy_variant(tmp_path: Path, name: str, category: str | None) -> Path:
+    """The built-in policy with url_visit's `category` field removed (None) or given another transform."""
+    text = (ROOT / "schemas" / "policy.toml").read_text()
+    line = 'fields.category = "text"\n'
+    start = text.index("[types.url_visit]")
+    at = text.index(line, start)
+    path = tmp_path / name
+    path.write_text(text[:at] + (f'fields.category = "{category}"\n' if category else "") + text[at + len(line):])
+    return path
+
+
+@pytest.mark.parametrize("mode", ["--append", "replace", "--slice-dates"])
+def test_a_policy_that_adds_a_column_evolves_the_table(inputs, tmp_path, mode):
+    """Output written without url_visit.category; a run under the policy that allows it adds the
+    column to the table (no file whose schema the table does not declare): new rows carry it, rows
+    written before read it as null."""
+    out = tmp_path / "out"
+    proc = cli(*run_args(inputs["previous"], out, "--policy", str(policy_variant(tmp_path, "old.toml", None))))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "category" not in DeltaTable(str(out / "url_visit")).schema().to_arrow().names
+    extra = []
+    if mode == "--append":
+        extra = ["--append"]
+    elif mode == "--slice-dates":
+        extra = ["--slice-dates", "2000-01-01..2099-12-31"]  # a predicate overwrite, not a whole replace
+    source = inputs["current"] if mode != "--slice-dates" else inputs["previous"]
+    before = DeltaTable(str(out / "url_visit")).to_pyarrow_table().num_rows
+    proc = cli(*run_args(source, out, *extra))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if mode == "replace":  # (appended versions, and a slice's quarantine, also hold the first run's rows)
+        check_output(out)
+    table = DeltaTable(str(out / "url_visit"))
+    assert "category" in table.schema().to_arrow().names
+    visits = table.to_pyarrow_table()
+    added = json.loads((out / REPORTS / f"{table.history(1)[0]['run_id']}.json").read_text())[
+        "tables"]["url_visit"]["rows_added"]
+    assert visits.column("category").null_count < visits.num_rows  # the new rows carry it
+    if mode == "--append":
+        assert visits.num_rows == before + added
+        assert visits.column("category").null_count >= before  # rows written before: null
+    else:
+        assert visits.num_rows == added  # replaced: every row is the new run's
+    for name in list_tables(str(out)):  # every file a table names matches the table's schema
+        table = DeltaTable(str(out / name))
+        declared = set(table.schema().to_arrow().names) - {"user_region", "event_date"}
+        for uri in table.file_uris():
+            assert set(pq.read_schema(uri).names) <= declared, (name, uri)
+
+
+def test_a_policy_that_changes_a_columns_type_exits_2_with_one_line_and_writes_nothing(inputs, tmp_path):
+    out = tmp_path / "out"
+    proc = cli(*run_args(inputs["previous"], out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = sorted(str(p) for p in out.rglob("*"))
+    proc = cli(*run_args(inputs["current"], out, "--append", "--policy",
+                         str(policy_variant(tmp_path, "int.toml", "int"))))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: --output") and "column category is string in the table" in line
+    assert sorted(str(p) for p in out.rglob("*") if not p.name.endswith(".lock")) == [
+        p for p in before if not p.endswith(".lock")]

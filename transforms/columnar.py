@@ -492,14 +492,40 @@ def _distinct(ctx: SanitizeContext, rule: FieldRule, values: pa.Array,
 
 def _text(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array]) -> pa.Array:
     """`text`: values the free-text rule provably leaves unchanged (FieldEngine.clean_mask, RE2
-    kernels over the whole column) are kept as they are; the others go value by value."""
+    kernels over the whole column) are kept as they are; the others go value by value. A column
+    whose values repeat (product names, verdicts) is proven clean per distinct value: one hash
+    pass instead of the regex kernels on every row."""
     values = values.cast(pa.string())
+    repeats = ctx.__dict__.setdefault("_text_repeats", {})
+    if repeats.get(id(rule), True):
+        encoded = pc.dictionary_encode(values)
+        repeats[id(rule)] = len(encoded.dictionary) <= _REPEATS * len(values)
+        return _text_distinct(ctx, rule, encoded, failed_rows)
     needs = pc.and_(pc.is_valid(values), pc.invert(ctx.engine.clean_mask(values)))
     if not pc.any(needs).as_py():
         return values
     subset = pc.if_else(needs, values, pa.scalar(None, pa.string()))
     [scrubbed] = _distinct(ctx, rule, subset, failed_rows)
     return pc.if_else(needs, scrubbed, values)
+
+
+_REPEATS = 0.5  # a text column with at most this share of distinct values is done per distinct value
+
+
+def _text_distinct(ctx: SanitizeContext, rule: FieldRule, encoded: pa.DictionaryArray,
+                   failed_rows: list[pa.Array]) -> pa.Array:
+    """`_text` over a dictionary-encoded column: the clean mask and the rule per distinct value."""
+    words = encoded.dictionary
+    needs = pc.invert(ctx.engine.clean_mask(words))
+    if pc.any(needs).as_py():
+        todo = np.flatnonzero(needs.to_numpy(zero_copy_only=False))
+        failed: dict[int, str] = {}
+        [out] = ctx.engine.columns(rule, words.take(pa.array(todo)).to_pylist(), failed, distinct=True)
+        words = pc.replace_with_mask(words, needs, pa.array(out, pa.string()))
+        if failed:
+            bad = pa.array(todo[list(failed)], pa.int32())
+            failed_rows.append(pc.fill_null(pc.is_in(encoded.indices, value_set=bad), False))
+    return words.take(encoded.indices)
 
 
 def _url(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array]) -> list[pa.Array]:
