@@ -14,7 +14,7 @@ setup(
     packages=["pipeline", "transforms", "schemas"],
     # every data file the packages read at run time (policy, rule sets) and the typing marker;
     # tests/test_wheel.py fails when a file of a package is missing from the wheel
-    package_data={package: ["py.typed", "*.toml", "*.json", "*.txt", "*.yaml", "*.yml"]
+    package_data={package: ["py.typed", "*.toml", "*.json", "*.txt", "*.yaml", "*.yml", "formats/*.toml"]
                   for package in ("pipeline", "transforms", "schemas")},
     install_requires=[
         "apache-beam>=2.60,<3",

@@ -145,6 +145,7 @@ def _commands() -> dict[str, Command]:
         Command("replay", "write telemetry into a landing directory at a controlled pace", "pipeline.replay"),
         Command("explain", "show, per record and field, what each rule does", "pipeline.explain"),
         Command("policy", "print the enforced policy as Markdown", "pipeline.policy_doc"),
+        Command("formats", "print the Windows / ECS / OCSF input mappings as Markdown", "pipeline.formats_doc"),
         Command("schema", "print each record type's output schema (table, JSON or SQL DDL)", "pipeline.schema_cmd"),
         Command("subject", "data-subject rights on an output: export or erase one subject's rows",
                 "pipeline.subject"),

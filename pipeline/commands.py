@@ -270,7 +270,10 @@ def watch_command(argv: list[str], common: Common) -> int:
 
 def stream_command(argv: list[str], common: Common) -> int:
     """`telemetry-sanitizer stream ...`."""
-    validate(stream_parser(), argv)
+    ns, _ = validate(stream_parser(), argv)
+    if ns.input_format or ns.consent_profile:  # accepted by the shared run options, never silently ignored
+        raise UsageError("stream reads the contract's format only; --input-format and --consent-profile "
+                         "apply to run and watch")
     from pipeline.streaming import main as stream_main
 
     return stream_main(argv)

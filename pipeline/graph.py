@@ -18,6 +18,7 @@ from pipeline.io import WriteMinimizedParquet, WriteQuarantine
 from pipeline.reading import CHUNK_BYTES, ReadTelemetry
 from pipeline.tables import WrittenFile
 from transforms.columnar import sanitize_columnar
+from transforms.mapping import FormatSetup, map_lines
 from transforms.records import SanitizeContext
 from transforms.withdrawals import load_withdrawals
 
@@ -48,8 +49,9 @@ def gc_paused() -> Iterator[None]:
 class _SanitizeBatch(beam.DoFn):
     """One batch of lines -> (partition, table) outputs, a quarantine table, a stats Counter."""
 
-    def __init__(self, ctx: SanitizeContext) -> None:
+    def __init__(self, ctx: SanitizeContext, formats: FormatSetup | None = None) -> None:
         self._ctx_state = ctx.__getstate__()
+        self.formats = formats
 
     def setup(self) -> None:
         # Caches (hosts, pseudonyms, the suffix list) are built once per worker.
@@ -57,8 +59,15 @@ class _SanitizeBatch(beam.DoFn):
 
     def process(self, element, withdrawals=None):
         source, index, lines = element
+        mapped = None
+        fmt = self.formats.format_of(index) if self.formats is not None else "contract"
         with gc_paused():
+            if fmt != "contract":  # a real-world format: mapped onto the contract first (transforms/mapping.py)
+                lines, mapped = map_lines(self.formats, fmt, lines, self.ctx.line_digest,
+                                          self.ctx.policy.max_line_bytes)
             result = sanitize_columnar(self.ctx, source, index, lines, withdrawals)
+        if mapped:
+            result.stats.update(mapped)
         yield STATS, result.stats
         if result.quarantine is not None:
             yield QUARANTINE, result.quarantine
@@ -89,14 +98,15 @@ class SanitizeRecords(beam.PTransform):
     multi-output ParDo to each consumer.
     """
 
-    def __init__(self, ctx: SanitizeContext, withdrawals=None) -> None:
+    def __init__(self, ctx: SanitizeContext, withdrawals=None, formats: FormatSetup | None = None) -> None:
         super().__init__()
         self.ctx = ctx
-        self.withdrawals = withdrawals  # optional PCollection with one element: the withdrawals lookup
+        self.withdrawals = withdrawals
+        self.formats = formats  # optional PCollection with one element: the withdrawals lookup
 
     def expand(self, batches):
         side = {} if self.withdrawals is None else {"withdrawals": beam.pvalue.AsSingleton(self.withdrawals)}
-        tagged = batches | "Sanitize" >> beam.ParDo(_SanitizeBatch(self.ctx), **side)
+        tagged = batches | "Sanitize" >> beam.ParDo(_SanitizeBatch(self.ctx, self.formats), **side)
         return _Outputs({tag: tagged | f"Select{tag.title()}" >> beam.FlatMap(_select, tag)
                          for tag in (RECORDS, QUARANTINE, STATS)})
 
@@ -176,18 +186,20 @@ def build_pipeline(p: beam.Pipeline, files: list[str], staging_dir: str, ctx: Sa
                    batch_lines: int = 20000, file_prefix: str = "run", withdrawals_path: str | None = None,
                    flush_each: bool = False, inline_small: bool = False,
                    chunk_bytes: int | None = CHUNK_BYTES, output: str | None = None,
-                   quarantine_prefix: str | None = None, committed: dict | None = None) -> None:
+                   quarantine_prefix: str | None = None, committed: dict | None = None,
+                   formats: FormatSetup | None = None) -> None:
     """Attach the sanitizing graph to `p`: data files land in the tables under `output` (default:
     `staging_dir`/final), uncommitted; counters and the list of files in `staging_dir`/_stats.json
     (see `read_results`). `flush_each`: see
     io._StageWriter; `inline_small`: see io.WriteMinimizedParquet; `chunk_bytes`: see reading.plan_chunks;
-    `committed`: the committed files per partition an appending run drops retries against (dedupe.py)."""
+    `committed`: the committed files per partition an appending run drops retries against (dedupe.py);
+    `formats`: the input format of each file, when not every file is in the contract's (mapping.py)."""
     batches = p | "ReadTelemetry" >> ReadTelemetry(files, batch_lines, ctx.policy.max_line_bytes, chunk_bytes)
     withdrawals = None
     if withdrawals_path:
         withdrawals = (p | "WithdrawalsFile" >> beam.Create([withdrawals_path])
                        | "LoadWithdrawals" >> beam.ParDo(_LoadWithdrawals(ctx)))
-    sanitized = batches | "SanitizeRecords" >> SanitizeRecords(ctx, withdrawals)
+    sanitized = batches | "SanitizeRecords" >> SanitizeRecords(ctx, withdrawals, formats)
     output = output or os.path.join(staging_dir, "final")
     write_stats = sanitized[RECORDS] | "WriteMinimizedParquet" >> WriteMinimizedParquet(
         staging_dir, output, file_prefix, flush_each, inline_small, committed)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.cliparse import positive_int
+from pipeline.cliparse import positive_int, suggest
 
 DEFAULT_RUNNER = "FnApiRunner"  # in-process; never tries to download a runner binary
 
@@ -37,6 +39,14 @@ class SanitizerOptions(PipelineOptions):
                             action="store_true", default=False,
                             help="exit 0 even when part of the input could not be read (damaged or unreadable "
                                  "files); the summary and the report still say so. Without it such a run exits 3")
+        parser.add_argument("--input-format", "--input_format", dest="input_format", type=input_format,
+                            default=None, metavar="FORMAT",
+                            help="format of the --input options after it: contract (default), windows-events, "
+                                 "ecs, ocsf, or auto (detected per line); see docs/input-formats.md")
+        parser.add_argument("--consent-profile", "--consent_profile", dest="consent_profile", default=None,
+                            metavar="FILE", help="TOML: the consent bases users accepted, per tenant or device "
+                                                 "group, for records of a mapped --input-format (without it they "
+                                                 "are dropped as consent_missing)")
         parser.add_argument("--batch-lines", "--batch_lines", dest="batch_lines", type=positive_int, default=20000,
                             help="lines per Beam element")
 
@@ -73,3 +83,43 @@ def describe_parallelism(par: dict) -> str:
         mode = f"Dask {par.get('cluster')}"
     workers = par.get("workers")
     return f" ({mode}, {workers} worker{'s' if workers != 1 else ''})" if workers else f" ({mode})"
+
+
+def input_format(text: str) -> str:
+    """argparse type of --input-format: one of the known formats (a near miss is named)."""
+    from schemas.formats import INPUT_FORMATS
+
+    if text in INPUT_FORMATS:
+        return text
+    hint = suggest(text, INPUT_FORMATS).replace(" (see --help for the options)", "")
+    raise argparse.ArgumentTypeError(f"unknown input format {text!r}{hint} (known: {', '.join(INPUT_FORMATS)})")
+
+
+_INPUT = ("--input",)
+_FORMAT = ("--input-format", "--input_format")
+
+
+def input_formats(argv: list[str]) -> list[str]:
+    """The format of each --input of a command line, in order: the value of the nearest
+    --input-format before it (contract when there is none). argparse keeps only the last
+    value of an option, so the order is read from argv itself. A --input-format that no
+    --input follows is refused: it would apply to nothing."""
+    current, formats, pending = "contract", [], False
+    i = 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if argv[i] == "--":
+            break
+        if name in _FORMAT or name in _INPUT:
+            if not eq:
+                value = argv[i + 1] if i + 1 < len(argv) else ""
+                i += 1
+            if name in _FORMAT:
+                current, pending = value, True
+            else:
+                formats.append(current)
+                pending = False
+        i += 1
+    if pending:
+        raise ValueError("--input-format applies to the --input options after it; none follows the last one")
+    return formats

@@ -53,6 +53,9 @@ def build_report(stats: Counter, meta: dict[str, Any]) -> dict[str, Any]:
         "special_category_fields": {k: dict(sorted(v.items())) for k, v in sorted(special.items())},
         "files_written": stats.get("files_written", 0),
     }
+    detected = _group(stats, "input_format/")
+    if detected:  # --input-format auto: what each line was read as
+        report["auto_detected_formats"] = detected
     lost = {k[len("unreadable_bytes/"):]: v for k, v in sorted(stats.items()) if k.startswith("unreadable_bytes/")}
     report["input_complete"] = not quarantined.get("unreadable_input")
     report["unreadable_input"] = {  # what could not be read; its quarantine rows carry the byte offsets
@@ -83,6 +86,12 @@ def summary(report: dict[str, Any]) -> str:
                                            else " (pseudonyms are NOT linkable across runs)"),
         f"  output: {report['output_dir']}  report: {report['output_dir']}/{report.get('report_path', '_report.json')}",
     ]
+    if report.get("input_formats"):
+        lines.append("  input formats: " + _pairs(dict(Counter(report["input_formats"].values())))
+                     + " file(s)" + (f"; auto detected: {_pairs(report['auto_detected_formats'])}"
+                                     if report.get("auto_detected_formats") else "")
+                     + (f"; consent profile: {report['consent_profile']}" if report.get("consent_profile")
+                        else "; no consent profile: mapped records dropped as consent_missing"))
     if report.get("nothing_replaced"):
         lines.append(f"  {report['nothing_replaced']}")
     elif report.get("tables"):

@@ -29,13 +29,15 @@ from pipeline.commit import CommitError, Output, SchemaMismatch, Slice, kill_poi
 from pipeline.dedupe import committed_partition_files
 from pipeline.files import InputError, changed_since, expand_inputs, snapshot
 from pipeline.graph import build_pipeline, read_results
-from pipeline.options import DEFAULT_RUNNER, SanitizerOptions, parallelism
+from pipeline.options import DEFAULT_RUNNER, SanitizerOptions, input_formats, parallelism
 from pipeline.reading import CHUNK_BYTES
 from pipeline.report import build_report, summary
 from pipeline.staging import make_staging
 from pipeline.tables import QUARANTINE, REPORT, REPORTS, commit_metadata, is_remote, join, not_local
+from schemas.formats import FormatError, load_formats, load_profile
 from schemas.policy import PolicyError, load_policy
 from transforms.fields import FieldTypeError, parse_rfc3339
+from transforms.mapping import FormatSetup
 from transforms.pseudonym import key_fingerprint
 from transforms.records import SanitizeContext
 from transforms.withdrawals import WithdrawalsError, load_withdrawals
@@ -141,7 +143,7 @@ def run(argv: list[str]) -> int:
             input_warnings.append(message)
             print(f"warning: {message}", file=sys.stderr)
 
-        files = expand_inputs(opts.input, never=never, warn=warn)
+        files, setup = input_setup(argv, opts.input, opts.consent_profile, policy, never, warn)
         before = snapshot(files)
         try:
             ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)
@@ -154,7 +156,7 @@ def run(argv: list[str]) -> int:
             n_devices = len(load_withdrawals(withdrawals, ctx.device_hash))  # validate before anything is written
         out = opts.output if is_remote(opts.output) else os.path.abspath(opts.output)
         check_output(out)
-    except (ConfigError, PolicyError, InputError, WithdrawalsError) as exc:
+    except (ConfigError, PolicyError, InputError, WithdrawalsError, FormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -172,6 +174,8 @@ def run(argv: list[str]) -> int:
     attempt = uuid.uuid4().hex[:6]  # file names of this attempt never meet those of a killed one
     fingerprint = key_fingerprint(key)
     mode = "append" if opts.append else f"replace:{part.tag}"
+    if setup is not None:  # another format or consent profile is another run
+        mode += f";formats={','.join(setup.formats)};profile={setup.profile.sha256 if setup.profile else None}"
     # A random per-run key is not part of the identity: a re-run of a killed run then completes
     # it instead of adding its committed tables again under another (unlinkable) key.
     identity = run_key(files, policy, fingerprint if key_mode != "random-per-run" else "random",
@@ -215,7 +219,8 @@ def run(argv: list[str]) -> int:
                            inline_small=grouped_in_process(options),
                            chunk_bytes=None if one_worker(options) else CHUNK_BYTES, output=out,
                            quarantine_prefix=f"{run_id}-{attempt}-{quarantine_tag}" if quarantine_tag else None,
-                           committed=committed_partition_files(output, plan.done) if opts.append else None)
+                           committed=committed_partition_files(output, plan.done) if opts.append else None,
+                           formats=setup)
             try:
                 result = p.run()
                 try:
@@ -247,6 +252,9 @@ def run(argv: list[str]) -> int:
             "input_warnings": input_warnings,
             "input_files": {path: {"size": size, "mtime_ns": mtime} for path, (_, size, mtime) in before.items()},
             "output_dir": out,
+            "input_formats": ({path: fmt for path, fmt in zip(files, setup.formats, strict=True) if fmt != "contract"}
+                              if setup is not None else {}),
+            "consent_profile": setup.profile.source if setup is not None and setup.profile else None,
             "policy": {"version": policy.version, "sha256": policy.sha256, "source": policy.source},
             "report_path": f"{REPORTS}/{run_id}.json",
             "key": {"mode": key_mode, "linkable_across_runs": key_mode != "random-per-run",
@@ -305,6 +313,32 @@ def run(argv: list[str]) -> int:
         leases.close()
     print(summary(report))
     return exit_code(report, opts.allow_partial_input)
+
+
+def input_setup(argv: list[str], patterns: list[str], profile_path: str | None, policy, never: dict,
+                warn) -> tuple[list[str], FormatSetup | None]:
+    """(input files, their formats, mappings and consent profile; None when every input is in
+    the contract's format). A file named by two --input options of different formats is an error."""
+    try:
+        formats = input_formats(argv)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if len(formats) != len(patterns):  # e.g. an abbreviated option name: never guess the pairing
+        raise ConfigError("--input / --input-format: spell the options out in full")
+    by_file: dict[str, str] = {}
+    for pattern, fmt in zip(patterns, formats, strict=True):
+        for path in expand_inputs([pattern], never=never, warn=warn):
+            if by_file.setdefault(path, fmt) != fmt:
+                raise ConfigError(f"--input {path}: named with two formats ({by_file[path]}, {fmt})")
+    files = list(by_file)
+    if all(f == "contract" for f in formats):
+        if profile_path:
+            warn(f"--consent-profile {profile_path}: not used: every --input is in the contract's format, "
+                 "which carries its own consent")
+        return files, None
+    profile = load_profile(profile_path) if profile_path else None
+    mappings = load_formats(sorted(set(formats)), policy)
+    return files, FormatSetup(tuple(by_file[f] for f in files), mappings, profile)
 
 
 def enter_commit_phase(leases: contextlib.ExitStack, out: str, append: bool) -> None:
@@ -383,7 +417,8 @@ def dask_cluster(options: PipelineOptions):
 
 def run_files(files: list[str], output: str, extra: list[str] | None = None) -> int:
     """Programmatic entry (watch mode, scheduled jobs): one run over an explicit list of files."""
-    argv = [arg for f in files for arg in ("--input", glob_escape(f))] + ["--output", output] + list(extra or [])
+    # `extra` first: an --input-format in it applies to the --input options after it
+    argv = list(extra or []) + [arg for f in files for arg in ("--input", glob_escape(f))] + ["--output", output]
     return run(argv)
 
 
