@@ -209,6 +209,8 @@ def test_every_rule_finds_something_in_the_leak_corpus(sweep):
         "seed-phrase": "seed phrase: " + " ".join(["abandon", "walnut", "coconut"] * 4),
         "domain-account-in-prose": "logon by CONTOSO\\zqbob04 from 10.0.0.1",
         "ftp-script-user": "open files.example\nuser zqbob ZqS3cretPw\nbinary",
+        "computer-account": "LAPTOP-ZQ8F3K2Q1\\zqbob47",
+        "machine-account": "CONTOSO\\WSZQ8F3K2Q$",
     }
     for rid, text in examples.items():
         assert rid in {r for *_, r in sweep.findings(text)}, rid
@@ -466,6 +468,8 @@ def test_hostile_corpus_finding_is_removed(text, secret):
     ("logon by CONTOSO\\zqbob04 from 10.0.0.1", "zqbob04"),
     ("open files.example\nuser zqbob ZqS3cretPw\nbinary\nget backup.zip", "ZqS3cretPw"),
     ("psexec64.exe \\\\build.example -u zqopi\x85sure96 -p x -accepteula cmd.exe", "sure96"),
+    ("LAPTOP-ZQ8F3K2Q1\\zqbob47", "ZQ8F3K2Q1"), ("LAPTOP-ZQ8F3K2Q1\\zqbob47", "zqbob47"),
+    ("CONTOSO\\WSZQ8F3K2Q$", "ZQ8F3K2Q"),
 ])
 def test_second_round_finding_is_removed(text, secret):
     out = scrub(text)
@@ -475,6 +479,7 @@ def test_second_round_finding_is_removed(text, secret):
 @pytest.mark.parametrize("text", [
     "Kaspersky Password Manager", "password protected archive", "WPA2-PSK (AES)", "Serial Port",
     "serial number unknown", "HEUR:Trojan.Win32.Generic", "10:04:05", "fe80::1ff:fe23:4567:890a", "user is logged on",
+    "net use \\\\srv\\ADMIN$", "copy a \\\\srv\\C$\\x", "dir \\\\srv\\IPC$",
 ])
 def test_what_the_second_round_rules_leave_alone(text):
     assert scrub(text) == text

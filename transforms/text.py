@@ -1090,10 +1090,14 @@ _INVISIBLE = re.compile(r"(?<=\w)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200
                         r"\ufeff]+(?=\w)")
 
 
+# Zero-width, soft hyphen and bidi controls: removed wherever they are (`a\u200b@b.example` is an address).
+_FORMAT_CHARS = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]+")
+
+
 def _normalize(text: str) -> str:
     """NFKC (`ｐａｓｓｗｏｒｄ` -> `password`), PowerShell's dashes before a letter (`–Password`) as '-',
-    and invisible characters inside a word removed."""
-    return _INVISIBLE.sub("", _PS_DASH.sub("-", unicodedata.normalize("NFKC", text)))
+    format characters removed, and invisible controls inside a word removed."""
+    return _INVISIBLE.sub("", _FORMAT_CHARS.sub("", _PS_DASH.sub("-", unicodedata.normalize("NFKC", text))))
 
 
 def _scrub(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer, depth: int = 0) -> tuple[str, int]:
