@@ -21,7 +21,7 @@ _NGRAM_MAX = 4
 _CONFUSABLES_FILE = Path(__file__).resolve().parent.parent / "schemas" / "confusables.txt"
 # Digits and symbols read as letters, and the letters a look-alike could stand for: both sides of a
 # comparison are brought to this "loose" form, so `h3alth`, `hea1th` and `heaIth` all read `heaith`.
-_LOOSE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "l": "i"})
+LOOSE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "l": "i"})
 
 
 def _load_confusables() -> dict[int, str]:
@@ -34,12 +34,19 @@ def _load_confusables() -> dict[int, str]:
 
 
 _CONFUSABLES = _load_confusables()
+# Latin letters with a stroke or ligatures: no decomposition takes them to ASCII (`muzułmanin`, `Straße`).
+_CONFUSABLES.update({ord(k): v for k, v in {
+    "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ø": "o", "Ø": "O", "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE",
+    "œ": "oe", "Œ": "OE", "ħ": "h", "Ħ": "H", "ŧ": "t", "Ŧ": "T", "þ": "th", "Þ": "TH", "ð": "d", "Ð": "D"}.items()
+    if ord(k) not in _CONFUSABLES})
 
 
 def skeleton(key: str) -> str:
     """`key` in ASCII letters where a character only looks like one (UTS #39 confusables:
     Cyrillic `е`, Greek `Ι`, small capital `ʜ` ...), compatibility forms folded (NFKC: full-width,
     mathematical letters), accents removed; other characters are dropped. Case is kept for words."""
+    if key.isascii():
+        return key
     out = []
     for ch in unicodedata.normalize("NFKC", key):
         if ch.isascii():
@@ -114,7 +121,7 @@ def words(key: str) -> list[str]:
 
 def loose(word: str) -> str:
     """Digits for letters and l/i look-alikes folded: `h3a1th` -> `heaith`, `health` -> `heaith`."""
-    return word.translate(_LOOSE)
+    return word.translate(LOOSE)
 
 
 def _candidates(ws: list[str]) -> list[str]:
@@ -149,6 +156,11 @@ def native_words(key: str) -> list[str]:
     text = unicodedata.normalize("NFKC", _CAMEL.sub("_", key)).casefold()
     text = "".join(ch for ch in unicodedata.normalize("NFD", text) if not unicodedata.combining(ch))
     return [w for w in _NATIVE_SPLIT.split(unicodedata.normalize("NFC", text)) if w]
+
+
+def is_cjk(ch: str) -> bool:
+    """True for a Chinese, Japanese or Korean character: such text has no separators between words."""
+    return _is_cjk(ch)
 
 
 def _is_cjk(ch: str) -> bool:

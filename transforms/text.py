@@ -1152,65 +1152,12 @@ def scrub_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer) -> tuple
     return _scrub(text, pseudonym, reduce_url)
 
 
-Category = Callable[[str], "str | None"]
-_SPECIAL_SEP = re.compile(r"=>|[:=\uff1a\uff1d]")
-# The value ends at a line break (not one inside a word: `Sc\nientologist`), `;` `|` `&` `}` `<` or `"`;
-# not at `'` (`Jehovah's Witness`).
-_SPECIAL_VALUE_END = re.compile(r"(?<!\w)[\r\n\x85\u2028\u2029]|[\r\n\x85\u2028\u2029](?!\w)|[;|&}<\"]")
-
-
-def special_values(text: str, category_of: Category) -> tuple[str, int]:
-    """`religion=Sunni Muslim`, `Diagnose: Multiple Sklerose`, `{"faith": "x"}`, `sexuelle
-    Orientierung: x`: the value after a key that names a special category (GDPR Art. 9, the
-    policy's terms, read as field names are) is replaced by [REDACTED] up to the end of the line,
-    a closing quote or `;` `|` `&` `}` `<`. The key stays: it says what was removed."""
-    edits: list[tuple[int, int, str]] = []
-    last = 0
-    for sep in _SPECIAL_SEP.finditer(text):
-        i = sep.start()
-        if i < last:
-            continue
-        k = i
-        while k > 0 and i - k < 8 and text[k - 1] in " \t\"'":
-            k -= 1
-        end = k
-        while k > 0 and end - k < 64 and (text[k - 1].isalnum() or text[k - 1] in "_.-"):
-            k -= 1
-        key = text[k:end]
-        if not key or not key[0].isalpha():
-            continue
-        category = category_of(key)
-        if category is None and k > 1 and text[k - 1] == " " and (text[k - 2].isalnum() or text[k - 2] in "_.-"):
-            j = k - 1
-            while j > 0 and k - j < 64 and (text[j - 1].isalnum() or text[j - 1] in "_.-"):
-                j -= 1
-            category = category_of(text[j:k - 1] + "_" + key)
-        if category is None:
-            continue
-        v = sep.end()
-        while v < len(text) and text[v] in " \t":
-            v += 1
-        if v < len(text) and text[v] in "\"'":
-            close = text.find(text[v], v + 1)
-            start, stop = v + 1, close if close >= 0 else len(text)
-        else:
-            m = _SPECIAL_VALUE_END.search(text, v)
-            start, stop = v, m.start() if m else len(text)
-        value = text[start:stop].rstrip()
-        if value and value != REDACTED:
-            edits.append((start, start + len(value), REDACTED))
-            last = start + len(value)
-    return _splice(text, iter(edits)), len(edits)
-
-
 def scrub_free_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer,
-                    sweep: SecretSweep | None = None, special: Category | None = None) -> tuple[str, int]:
+                    sweep: SecretSweep | None = None) -> tuple[str, int]:
     """The free-text rule every kept string goes through: URL user info split by white space is
-    joined, `scrub_text` applies the rules above, the value after a special-category key goes
-    (`special_values`, when `special` tells the categories), then the secret rule set
-    (transforms/secrets.py) removes known token formats, secrets given to tools and opaque URLs'
-    payloads. A single plain token (`is_safe_token`) skips `scrub_text` and `special_values`,
-    which provably leave it as it is (both need a separator or a blank)."""
+    joined, `scrub_text` applies the rules above, then the secret rule set (transforms/secrets.py)
+    removes known token formats, secrets given to tools and opaque URLs' payloads.
+    A single plain token (`is_safe_token`) skips `scrub_text`, which provably leaves it as it is."""
     if not isinstance(text, str):
         text = str(text)
     if not text:
@@ -1224,9 +1171,6 @@ def scrub_free_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer,
             out, n = sweep.opaque_urls.sweep(out)
         out, k = scrub_text(out, pseudonym, reduce_url)
         n += k
-        if special is not None:
-            out, k = special_values(out, special)
-            n += k
     out, m = sweep.sweep(out)
     return out, n + m
 
@@ -1237,19 +1181,17 @@ class TextScrubber:
     Picklable: the cache is not shipped to workers.
     """
 
-    def __init__(self, pseudonym: Pseudonym, reduce_url: UrlReducer, sweep: SecretSweep | None = None,
-                 special: Category | None = None) -> None:
+    def __init__(self, pseudonym: Pseudonym, reduce_url: UrlReducer, sweep: SecretSweep | None = None) -> None:
         self.pseudonym = pseudonym
         self.reduce_url = reduce_url
         self.sweep = sweep or default_sweep()
-        self.special = special
         self._cache: dict[str, tuple[str, int]] = {}
 
     def __call__(self, text: str) -> tuple[str, int]:
         hit = self._cache.get(text)
         if hit is not None:
             return hit
-        out = scrub_free_text(text, self.pseudonym, self.reduce_url, self.sweep, self.special)
+        out = scrub_free_text(text, self.pseudonym, self.reduce_url, self.sweep)
         if len(text) <= _CACHE_MAX_TEXT:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
