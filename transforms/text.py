@@ -213,7 +213,7 @@ _LONG_WORDS = (
 _SHORT_WORDS = (
     "pass|pwd|pw|user|userid|uid|sid|auth|sig|key|login|cred|creds|hash|hashes|session|cookie|author"
     "|identity|passin|passout|aeskey|ntlm|rc4|cert|key[-_]id|user[-_]name|user[-_]id|session[-_]id"
-    "|member|members|obj"
+    "|member|members|obj|usr"
 )
 _NAME_RE = re.compile(
     rf"(?:[a-z0-9]{{1,30}}[-_.]){{0,6}}[a-z0-9]{{0,30}}(?:{_LONG_WORDS})"
@@ -225,7 +225,7 @@ _LONG_NAME_RE = re.compile(
 )
 _USER_ENDINGS = (
     "username", "user_name", "user-name", "userid", "user_id", "user-id", "user", "uid", "login", "identity",
-    "samaccountname", "userprincipalname", "member", "members", "obj",
+    "samaccountname", "userprincipalname", "member", "members", "obj", "usr",
 )
 _NAME_EXCLUDED = frozenset({"usedefaultcredentials", "usedefaultcredential", "defaultcredentials"})
 _KIND_CACHE: dict[str, str | None] = {}
