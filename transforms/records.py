@@ -117,8 +117,8 @@ class SanitizeContext:
     def __post_init__(self) -> None:
         self.pseudonym = Pseudonymizer(self.key)
         self.urls = UrlSanitizer()
-        self.scrubber = TextScrubber(self.pseudonym, self.urls.reduce)
         self.special = SpecialCategoryMatcher(self.policy.special_categories)
+        self.scrubber = TextScrubber(self.pseudonym, self.urls.reduce)
         self.special_text = SpecialText(self.special, default_vocabulary(self.policy.special_categories))
         self.engine = FieldEngine(self.pseudonym, self.urls, self.scrubber, self.key, self.special_text)
         self.known_keys = frozenset(
