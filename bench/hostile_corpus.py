@@ -211,6 +211,8 @@ class Renderer:
         if kind == "serial":
             body = self.rand(alpha["upper"], 9 if arg == "apple" else 8)
             return [(("C02" if arg == "apple" else "PF") + body, "identifier")]
+        if kind == "hostid":  # the random part of a computer name
+            return [(self.rand(alpha["upper"], 9), "identifier")]
         if kind == "imei":
             return [(self.imei(), "identifier")]
         if kind == "b58":

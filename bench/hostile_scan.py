@@ -247,6 +247,13 @@ def report(plants: list[dict[str, Any]], leaks: dict[int, list[tuple[Location, s
     for cls in sorted(planted_c):
         pl, lk = planted_c[cls], leaked_c[cls]
         out.append(f"| {cls} | {pl} | {lk} | {100 * lk / pl:.1f} |")
+    plain_leaks = {(p["template"], p["type"], p["field"]) for pid, p in enumerate(plants)
+                   if pid in leaks and p["class"] != "parser_trick"}
+    tricks = [pid for pid, p in enumerate(plants) if p["class"] == "parser_trick" and p.get("planted_template") != "*"]
+    structural = [pid for pid in tricks if pid in leaks and (
+        plants[pid].get("planted_template"), plants[pid]["type"], plants[pid]["field"]) not in plain_leaks]
+    out.append(f"| parser_trick (one template each): leaks not seen for its template in a plain record | "
+               f"{len(tricks)} | {len(structural)} | {100 * len(structural) / max(1, len(tricks)):.1f} |")
     out += ["", "By kind of core (a plant counts once per kind it holds): ", "",
             "| kind | planted | leaked |", "|---|---:|---:|"]
     out += [f"| {k} | {kind_planted[k]} | {kind_leaked[k]} |" for k in sorted(kind_planted)]

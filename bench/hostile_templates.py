@@ -364,6 +364,9 @@ _UNICODE = [
     ("soft_hyphen_in_token", "AKIA«upper:16»", "shy_core"),
     ("math_bold_token", "ghp_«alnum:36»", "math_all"),
     ("combining_in_token", "glpat-«alnum:20»", "comb_core"),
+    ("fullwidth_email", "«email»", "fw_all"),
+    ("zw_in_email", "«email»", "zw_key"),
+    ("fullwidth_profile_path", "C:\\Users\\«user»\\Desktop\\a.txt", "fw_all"),
 ]
 
 _SPECIAL_KV = [
@@ -438,6 +441,8 @@ _IDENTIFIERS = [
     ("imei", "IMEI: «imei»"),
     ("domain_backslash_user", "logon by CONTOSO\\«user» from «ip»"),
     ("upn_in_text", "token issued for «user»@contoso.local"),
+    ("local_account_machine_name", "LAPTOP-«hostid»\\«user»"),
+    ("machine_account", "CONTOSO\\WS«hostid»$"),
 ]
 
 TEMPLATES: list[Template] = (

@@ -198,6 +198,12 @@ def check_run_options(extra: list[str]) -> bool:
     if getattr(opts, "withdrawals", None):
         ctx = SanitizeContext(policy=policy, key=key, as_of=as_of)
         load_withdrawals(os.path.abspath(opts.withdrawals), ctx.device_hash)
+    if getattr(opts, "input_format", None):  # the mapping files and the consent profile (docs/input-formats.md)
+        from schemas.formats import load_formats, load_profile
+
+        load_formats([opts.input_format], policy)
+        if getattr(opts, "consent_profile", None):
+            load_profile(opts.consent_profile)
     return bool(opts.pseudonym_key_file)
 
 
@@ -608,6 +614,7 @@ class Watcher:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from pipeline.run import ConfigError
+    from schemas.formats import FormatError
     from schemas.policy import PolicyError
     from transforms.withdrawals import WithdrawalsError
 
@@ -630,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         watcher = Watcher(landing, output, extra, args.idle_timeout, args.poll_interval, args.max_files,
                           args.settle_seconds)
         return watcher.run()
-    except (WatchConfigError, ConfigError, PolicyError, WithdrawalsError) as exc:
+    except (WatchConfigError, ConfigError, PolicyError, WithdrawalsError, FormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import base64
 import copy
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 HOST = "WS-AMELIA-07.corp.example"
 ACCOUNT = "amelia.rourke"
@@ -489,7 +492,40 @@ def numbered(fmt: str, obj: dict, i: int) -> dict:
 
 def many(fmt: str, n: int) -> list[dict]:
     """`n` events of a format: its samples, the unmapped ones included, cycled with distinct ids."""
+    pool = _pool(fmt)
+    return [numbered(fmt, pool[i % len(pool)], i) for i in range(n)]
+
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample" / "formats"
+SAMPLE_PROFILE = """# A consent profile for the bundled format samples (docs/input-formats.md): every device of
+# tenant acme-corp accepted the EULA and the security-network statement; users in the Netherlands.
+default_country = "NL"
+
+[tenants."acme-corp"]
+consent = ["eula", "ksn"]
+
+[default]
+consent = ["eula", "ksn"]
+"""
+
+
+def sample_files() -> dict[Path, bytes]:
+    """The bundled samples under sample/formats/: each format's events (every export shape, the
+    unmapped ones included) and a consent profile. `python tests/format_samples.py` writes them."""
+    out = {SAMPLE_DIR / "consent-profile.toml": SAMPLE_PROFILE.encode()}
+    for fmt in ("windows-events", "ecs", "ocsf"):
+        out[SAMPLE_DIR / f"{fmt}.ndjson"] = b"".join(orjson.dumps(o) + b"\n" for o in many(fmt, len(_pool(fmt))))
+    return out
+
+
+def _pool(fmt: str) -> list[dict]:
     events = {"windows-events": (windows_events, windows_unmapped), "ecs": (ecs_events, ecs_unmapped),
               "ocsf": (ocsf_events, ocsf_unmapped)}[fmt]
-    pool = [s for _, s, _ in events[0]()] + [s for _, s in events[1]()]
-    return [numbered(fmt, pool[i % len(pool)], i) for i in range(n)]
+    return [s for _, s, _ in events[0]()] + [s for _, s in events[1]()]
+
+
+if __name__ == "__main__":
+    SAMPLE_DIR.mkdir(exist_ok=True)
+    for path, data in sample_files().items():
+        path.write_bytes(data)
+        print(f"wrote {path}")

@@ -174,3 +174,44 @@ def test_stream_refuses_an_input_format_rather_than_ignoring_it(capsys):
     code = cli.main(["stream", "--input-format", "ecs", "--output", "/tmp/never-written"])
     assert code == 2
     assert "stream reads the contract's format only" in capsys.readouterr().err
+
+
+def test_the_bundled_format_samples_are_the_generators_output():
+    from format_samples import sample_files
+
+    for path, data in sample_files().items():
+        assert path.read_bytes() == data, f"{path} is stale: run python tests/format_samples.py"
+
+
+@pytest.mark.parametrize("fmt", ["windows-events", "ecs", "ocsf"])
+def test_the_documented_command_on_the_bundled_samples(tmp_path, capsys, fmt):
+    sample = ROOT / "sample" / "formats"
+    code = cli.main(["--input-format", fmt, "--input", str(sample / f"{fmt}.ndjson"), "--consent-profile",
+                     str(sample / "consent-profile.toml"), "--output", str(tmp_path / "out"), "--as-of", AS_OF])
+    out = capsys.readouterr().out
+    assert code == 0 and "(identity holds)" in out
+    assert f"input formats: {fmt}=1 file(s)" in out
+
+
+def test_auto_on_contract_input_is_the_contract_run(tmp_path, capsys):
+    """Every line of the dirty contract sample, damaged records included, is read as contract
+    under auto: the same written, dropped and quarantined counts as a contract run."""
+    runs = {}
+    for fmt in ("contract", "auto"):
+        out = tmp_path / fmt
+        assert cli.main(["--input-format", fmt, "--input", SAMPLE, "--output", str(out), "--as-of", AS_OF,
+                         "--quiet"]) == 0
+        report = _report(out)
+        runs[fmt] = (report["output_records"], report["dropped"], report["quarantined"])
+    assert runs["auto"] == runs["contract"]
+
+
+def test_watch_checks_the_consent_profile_before_it_claims_a_file(tmp_path, capsys):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "ecs.ndjson").write_bytes((ROOT / "sample" / "formats" / "ecs.ndjson").read_bytes())
+    code = cli.main(["watch", str(landing), "--output", str(tmp_path / "out"), "--input-format", "ecs",
+                     "--consent-profile", str(tmp_path / "missing.toml"), "--idle-timeout", "1", "--quiet"])
+    assert code == 2
+    assert "cannot read consent profile" in capsys.readouterr().err
+    assert (landing / "ecs.ndjson").exists()  # not claimed

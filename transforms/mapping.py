@@ -356,10 +356,11 @@ def _line_id(digest: Callable[[bytes], str], raw: bytes) -> str:
 
 
 def detect(obj: dict, mappings: dict[str, FormatMapping]) -> str | None:
-    """The format of one object for `auto`: the contract's own shape first, then each mapped
+    """The format of one object for `auto`: the contract's own shape first (a key only the
+    contract has: `schema_version`, `consent`, or `type` with `data`), then each mapped
     format in MAPPED_FORMATS order by its `detect` paths; None when none fits."""
-    if "schema_version" in obj and "data" in obj:
-        return CONTRACT
+    if "schema_version" in obj or "consent" in obj or ("type" in obj and "data" in obj):
+        return CONTRACT  # the contract's shape, even when damaged: its own checks quarantine it
     for name in MAPPED_FORMATS:
         mapping = mappings.get(name)
         if mapping is not None and any(lookup(obj, p)[0] is not MISSING for p in mapping.detect):
@@ -406,7 +407,7 @@ def map_lines(setup: FormatSetup, fmt: str, lines: list[tuple[int, bytes | Unrea
             obj = None
         if type(obj) is not dict:
             if fmt == AUTO:
-                stats["input_format/not_an_object"] += 1
+                stats["input_format/not_a_json_object"] += 1
             out.append((line_no, raw))
             continue
         name = fmt
