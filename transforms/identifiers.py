@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import re2
+
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "schemas" / "identifiers.toml"
 _RULE_KEYS = {"id", "regex", "check", "keep_values", "token_shape"}
 _CHECKS = ("luhn", "not_path")
@@ -56,8 +58,8 @@ def load_rules(path: str | Path | None = None) -> tuple[str, list[IdentifierRule
         if not isinstance(raw.get("regex"), str):
             raise IdentifierRulesError(f"{path}: rule {rid}: regex missing")
         try:
-            re.compile(raw["regex"])
-        except re.error as exc:
+            re2.compile(raw["regex"])
+        except re2.error as exc:
             raise IdentifierRulesError(f"{path}: rule {rid}: bad regex: {exc}") from exc
         rules.append(IdentifierRule(rid, raw["regex"], check,
                                     frozenset(v.lower() for v in raw.get("keep_values", ())),
@@ -94,31 +96,36 @@ class IdentifierScrubber:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.placeholder, self.rules = load_rules(path)
-        self._compiled = [(r, re.compile(r.regex)) for r in self.rules]
+        # RE2 throughout: linear in the value's length whatever it holds (a backtracking engine
+        # took 0.15 s on 2,000 letters for the hidden-character rule)
+        self._compiled = [(r, re2.compile(r.regex)) for r in self.rules]
+        # one scan of every rule at once decides whether any rule needs to run
+        self._any = re2.compile("|".join(f"(?:{_unnamed(r.regex)})" for r in self.rules))
         shapes = [r.token_shape for r in self.rules if r.token_shape]
         self.token_shape = "|".join(f"(?:{s})" for s in shapes) if shapes else "$^"
 
-    def _replace(self, rule: IdentifierRule, m: re.Match, text: str) -> str | None:
+    def _replace(self, rule: IdentifierRule, rx: re2._Regexp, m: re2._Match, text: str) -> str | None:
         """The match with its identifier replaced, or None when the rule keeps it."""
-        has_id = "id" in m.re.groupindex
-        value = m["id"] if has_id else m[0]
+        i = rx.groupindex.get("id", 0)
+        s, e = m.span(i)
+        value = text[s:e]
         if rule.check == "luhn" and not luhn_ok(re.sub(r"[^0-9]", "", value)):
             return None
-        if rule.check == "not_path" and _in_spaced_path(text, m.start("id")):
+        if rule.check == "not_path" and _in_spaced_path(text, s):
             return None
         if rule.keep_values:
             keys = {value.lower()}
-            if "domain" in m.re.groupindex and m["domain"]:
-                keys.add(m["domain"].lower())
+            d = rx.groupindex.get("domain")
+            if d is not None and m.start(d) >= 0:
+                keys.add(text[m.start(d):m.end(d)].lower())
             if not keys.isdisjoint(rule.keep_values):
                 return None
-        if not has_id:
-            return self.placeholder
-        s, e = m.span("id")
-        return m[0][: s - m.start()] + self.placeholder + m[0][e - m.start():]
+        return text[m.start():s] + self.placeholder + text[e:m.end()]
 
     def __call__(self, text: str) -> tuple[str, int]:
         """(text with every raw identifier replaced by the placeholder, number of replacements)."""
+        if self._any.search(text) is None:
+            return text, 0
         count = 0
         for rule, rx in self._compiled:
             m = rx.search(text)
@@ -126,20 +133,23 @@ class IdentifierScrubber:
                 continue
             parts, done = [], 0
             while m is not None:
-                out = self._replace(rule, m, text)
+                out = self._replace(rule, rx, m, text)
                 if out is None:  # kept: look again from the next character
                     nxt = m.start() + 1
                 else:
-                    parts += [text[done:m.start()], out]
-                    done = m.end()
-                    count += 1
-                    # the boundary after the identifier may open the next match
-                    nxt = m.end("id") if "id" in rx.groupindex else m.end()
-                    parts[-1] = parts[-1][: len(parts[-1]) - (m.end() - nxt)]
+                    # keep what follows the identifier: its boundary may open the next match
+                    nxt = m.end(rx.groupindex.get("id", 0))
+                    parts += [text[done:m.start()], out[: len(out) - (m.end() - nxt)]]
                     done = nxt
-                m = rx.search(text, max(nxt, done)) if nxt <= len(text) else None
+                    count += 1
+                m = rx.search(text, max(nxt, done)) if max(nxt, done) <= len(text) else None
             text = "".join(parts) + text[done:]
         return text, count
+
+
+def _unnamed(regex: str) -> str:
+    """`regex` with its named groups made plain, so that rules can be joined into one pattern."""
+    return re.sub(r"\(\?P<[A-Za-z_]+>", "(?:", regex)
 
 
 _DEFAULT: IdentifierScrubber | None = None
