@@ -220,8 +220,24 @@ def _label(plant: dict[str, Any]) -> str:
     return f"{plant['type']}.{field[5:]}" if field.startswith("data.") else f"{plant['type']}.envelope.{field}"
 
 
+def previous_counts(path: str) -> dict[str, str]:
+    """class -> "leaked/planted" from the class table of an earlier report at `path` (empty when none)."""
+    if not os.path.exists(path):
+        return {}
+    out = {}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if line.startswith("## "):
+                break
+            if len(cells) >= 4 and cells[1].isdigit() and cells[2].isdigit():
+                out[cells[0]] = f"{cells[2]}/{cells[1]}"
+    return out
+
+
 def report(plants: list[dict[str, Any]], leaks: dict[int, list[tuple[Location, str, str]]], header: list[str],
-           unsearchable: list[int], ambiguous: dict[tuple[Location, str], str]) -> str:
+           unsearchable: list[int], ambiguous: dict[tuple[Location, str], str],
+           previous: dict[str, str] | None = None) -> str:
     """The Markdown findings."""
     out = list(header)
     planted_c, leaked_c = Counter(p["class"] for p in plants), Counter[str]()
@@ -243,17 +259,19 @@ def report(plants: list[dict[str, Any]], leaks: dict[int, list[tuple[Location, s
     total_leaked = sum(leaked_c.values())
     out += ["", f"**{total_leaked} of {len(plants)} planted values leaked** "
                 f"({len({p['template'] for i, p in enumerate(plants) if i in leaks})} templates).", "",
-            "| class | planted | leaked | % |", "|---|---:|---:|---:|"]
+            "| class | planted | leaked | % | previous report (leaked/planted) |", "|---|---:|---:|---:|---:|"]
+    previous = previous or {}
     for cls in sorted(planted_c):
         pl, lk = planted_c[cls], leaked_c[cls]
-        out.append(f"| {cls} | {pl} | {lk} | {100 * lk / pl:.1f} |")
+        out.append(f"| {cls} | {pl} | {lk} | {100 * lk / pl:.1f} | {previous.get(cls, '')} |")
     plain_leaks = {(p["template"], p["type"], p["field"]) for pid, p in enumerate(plants)
                    if pid in leaks and p["class"] != "parser_trick"}
     tricks = [pid for pid, p in enumerate(plants) if p["class"] == "parser_trick" and p.get("planted_template") != "*"]
     structural = [pid for pid in tricks if pid in leaks and (
         plants[pid].get("planted_template"), plants[pid]["type"], plants[pid]["field"]) not in plain_leaks]
-    out.append(f"| parser_trick (one template each): leaks not seen for its template in a plain record | "
-               f"{len(tricks)} | {len(structural)} | {100 * len(structural) / max(1, len(tricks)):.1f} |")
+    name = "parser_trick (one template each): leaks not seen for its template in a plain record"
+    out.append(f"| {name} | {len(tricks)} | {len(structural)} | {100 * len(structural) / max(1, len(tricks)):.1f} | "
+               f"{previous.get(name, '')} |")
     out += ["", "By kind of core (a plant counts once per kind it holds): ", "",
             "| kind | planted | leaked |", "|---|---:|---:|"]
     out += [f"| {k} | {kind_planted[k]} | {kind_leaked[k]} |" for k in sorted(kind_planted)]
@@ -365,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                "(e-mail, SID, MAC, serials, IMEI, account names in profile paths), parser_trick (a value carried by "
                "the line's structure; counted where it was planted, see the template column). Every template is "
                "planted once in every kept string field of every type (data) and once per envelope string field."]
-    text = report(plants, leaks, header, index.unsearchable, ambiguous)
+    text = report(plants, leaks, header, index.unsearchable, ambiguous, previous_counts(report_path))
     with open(report_path, "w", encoding="utf-8") as fh:
         fh.write(text)
     print(text.split("## Leaking templates")[0])

@@ -19,7 +19,7 @@ user_region and event_date) needs:
   `ts`; rows whose `ts` is not RFC 3339 are skipped) is found with kernels, and
   the rows are split by one sort per type and block, then buffered per partition;
 - each process writes one Parquet file per partition it saw (zstd; uncompressed
-  up to 16 rows, as the pipeline does; at most 100,000 rows a file) into the
+  up to 16 rows, as the pipeline does; at most 50,000 rows a file) into the
   table's `user_region=/event_date=` directory, and measures each file's
   `event_time` bounds for the commit's statistics;
 - the parent opens every table of the policy before the workers start and at
@@ -65,7 +65,7 @@ from schemas.iso3166 import ALPHA2  # noqa: E402
 from schemas.policy import PARTITION_COLUMNS, TIMESTAMP  # noqa: E402
 
 BLOCK_BYTES = 32 << 20
-MAX_ROWS_PER_FILE = 100_000  # as the pipeline's files
+MAX_ROWS_PER_FILE = 50_000  # as the pipeline's files (pipeline.io._FinalizePartition)
 
 
 def byte_ranges(path: str, parts: int) -> list[tuple[int, int]]:

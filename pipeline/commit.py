@@ -10,7 +10,9 @@ killed one had not committed (docs/tables.md).
   and slice). Every commit carries the app transaction `telemetry-sanitizer/run/<key>`
   with the execution number as version. Append: a table holding the transaction is never
   committed again. Replace: when some tables hold execution E and others do not, the run
-  is resuming E; otherwise it starts E+1.
+  is resuming E; otherwise it starts E+1. Either way, a killed execution on which another
+  run's replace landed in a table it had committed is not resumed (that would leave the
+  output half one run, half the other): it is run again as a whole as E+1.
 - Replaces also carry `telemetry-sanitizer/replace/<slice>`: two replaces of the same slice
   that overlap in time meet as a conflict on that app id, and the later one fails.
 - Tables are opened (or created) when the run starts and committed against that snapshot;
@@ -200,9 +202,13 @@ class Output:
         new = [f for f in self.wanted(name).fields if f.name in added]
         if mode == "overwrite":
             return Schema([*table.schema().fields, *new])
-        table.alter.add_columns([Field(f.name, f.type, nullable=True) for f in new],
-                                commit_properties=CommitProperties(custom_metadata={
-                                    **props_meta, "schema_change": "added " + ",".join(added)}))
+        table.update_incremental()  # another appending run may have added them since this run opened it
+        have = {f.name for f in table.schema().fields}
+        missing = [f for f in new if f.name not in have]
+        if missing:
+            table.alter.add_columns([Field(f.name, f.type, nullable=True) for f in missing],
+                                    commit_properties=CommitProperties(custom_metadata={
+                                        **props_meta, "schema_change": "added " + ",".join(f.name for f in missing)}))
         return table.schema()
 
     def _current_version(self, name: str) -> int:
@@ -238,7 +244,11 @@ class Output:
         latest = max((v for v in versions.values() if v is not None), default=0)
         superseded = None
         if append:
-            execution = 1
+            execution = latest or 1  # a table holding it is never appended to again
+            if latest and any(v != latest for v in versions.values()):  # killed part-way
+                superseded = self._superseded(app_id, latest, [n for n in self.names if versions[n] == latest])
+                if superseded is not None:
+                    execution = latest + 1  # a replace wiped what it had appended: append it everywhere
         elif latest and any(v != latest for v in versions.values()):
             execution = latest  # a killed run of this identity: finish it
         elif latest and not self._reported(app_id, latest):

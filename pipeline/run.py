@@ -9,6 +9,7 @@ committed version. An output that could not be committed: one line, exit code 4.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import json
@@ -207,9 +208,9 @@ def run(argv: list[str]) -> int:
         if plan.run_id:
             run_id = plan.run_id  # resuming a killed run: its report completes it
         if plan.superseded:
+            again = "appends the input to every table again" if opts.append else f"replaces {part.describe()} again"
             print(f"note: --output {out}: an interrupted earlier run of this input was replaced by another run "
-                  f"meanwhile (table {plan.superseded}); this run replaces {part.describe()} again as a whole",
-                  file=sys.stderr)
+                  f"meanwhile (table {plan.superseded}); this run {again}, as a whole", file=sys.stderr)
         kill_point("opened")
         quarantine_tag = None if part.whole else f"s{part.tag}"
         with dask_cluster(options) if on_dask else contextlib.nullcontext():
@@ -231,6 +232,9 @@ def run(argv: list[str]) -> int:
                         client.close()
             except BaseException:
                 output.remove_attempt(f"{run_id}-{attempt}")
+                # Writer threads of an interrupted in-process run can still finish a file after this;
+                # they are joined when the interpreter exits, before atexit callbacks: look again then.
+                atexit.register(output.remove_attempt, f"{run_id}-{attempt}")
                 raise
         stats, written = read_results(os.path.join(staging.path, "_stats.json"))
         changed = changed_since(before)

@@ -33,7 +33,6 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms import trigger, window
@@ -41,7 +40,7 @@ from apache_beam.transforms import trigger, window
 from pipeline import lease
 from pipeline.cliparse import non_negative_int, positive_int
 from pipeline.graph import QUARANTINE, STATS, SumResults, gc_paused
-from pipeline.io import file_guard, output_fs, parquet_compression, table_of
+from pipeline.io import file_guard, output_fs, table_of, write_parquet
 from pipeline.tables import (
     APP_ID_PREFIX,
     REPORTS,
@@ -118,7 +117,7 @@ def _write(table: pa.Table, output_dir: str, relative: str) -> None:
     if fs is None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
     with file_guard(output_dir)():  # pipeline/lease.py
-        pq.write_table(table, path, compression=parquet_compression(table.num_rows), filesystem=fs)
+        write_parquet(table, path, fs)
 
 
 class _WriteWindowPartition(beam.DoFn):

@@ -403,3 +403,52 @@ def test_a_policy_that_changes_a_columns_type_exits_2_with_one_line_and_writes_n
     assert line.startswith("error: --output") and "column category is string in the table" in line
     assert sorted(str(p) for p in out.rglob("*") if not p.name.endswith(".lock")) == [
         p for p in before if not p.endswith(".lock")]
+
+
+def test_two_appending_runs_that_both_add_a_column_both_land(inputs, tmp_path):
+    """Both opened the table before either added the column: the later one finds it added."""
+    from test_leases import wait_stopped
+
+    from pipeline.commit import STOP_ENV
+
+    out = tmp_path / "out"
+    proc = cli(*run_args(inputs["previous"], out, "--policy", str(policy_variant(tmp_path, "old.toml", None))))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first = subprocess.Popen([sys.executable, "-m", "pipeline", *run_args(inputs["current"], out, "--append")],
+                             cwd=ROOT, env={**os.environ, STOP_ENV: "written"}, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_stopped(first)  # opened the tables (no category column yet) and wrote its files
+        proc = cli(*run_args(inputs["other"], out, "--append"))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        os.kill(first.pid, signal.SIGCONT)
+        _, err = first.communicate(timeout=180)
+        assert first.returncode == 0, err[-2000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    reports = [json.loads(p.read_text()) for p in (out / REPORTS).glob("*.json")]
+    visits = DeltaTable(str(out / "url_visit")).to_pyarrow_table()
+    assert visits.num_rows == sum(r["tables"]["url_visit"]["rows_added"] for r in reports)
+    assert "category" in visits.column_names and visits.column("category").null_count < visits.num_rows
+
+
+def test_a_killed_append_wiped_by_a_replace_is_appended_again_everywhere(inputs, previous_output, tmp_path):
+    """Killed after some of its commits; a replace then wipes what it had appended; its re-run
+    appends the input to every table, not only to the ones it had not reached."""
+    out = tmp_path / "out"
+    shutil.copytree(previous_output, out)
+    proc = cli(*run_args(inputs["current"], out, "--append"), env={KILL_ENV: "after_commit:detection"})
+    assert killed(proc)
+    proc = cli(*run_args(inputs["other"], out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    replaced = json.loads((out / REPORT).read_text())
+    proc = cli(*run_args(inputs["current"], out, "--append"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "replaced by another run meanwhile" in proc.stderr
+    run_id = next(line.split()[1].rstrip(":") for line in proc.stdout.splitlines() if line.startswith("run "))
+    appended = json.loads((out / REPORTS / f"{run_id}.json").read_text())
+    assert appended["execution"] == 2 and appended["resumed"] == []
+    for name in list_tables(str(out)):  # the replace's rows plus the whole append, in every table
+        assert len(rows(out, name)) == expected_rows(replaced, name) + expected_rows(appended, name), name

@@ -111,3 +111,15 @@ def test_a_hit_in_another_planted_row_is_not_counted_for_this_plant():
     stats = {0: [(("x/part.parquet", "<stats f>", ""), frag, "Roman Catholic")]}
     leaks, ambiguous = hostile_scan.attribute(stats, plants, index)
     assert not leaks and len(ambiguous) == 1
+
+
+def test_a_report_reads_back_as_the_previous_counts(tmp_path):
+    plants = [{"line": n, "ts": f"t{n}", "type": "x", "field": "data.f", "class": cls, "template": "t",
+               "cores": [{"kind": "secret", "core": f"core{n}zzzz"}]}
+              for n, cls in enumerate(["a_class", "a_class", "b_class"], 1)]
+    leaks = {1: [(("x/p.parquet", "f", "ts=t2"), "core2zzz", "core2zzzz")]}
+    text = hostile_scan.report(plants, leaks, ["# r"], [], {})
+    path = tmp_path / "r.md"
+    path.write_text(text, encoding="utf-8")
+    previous = hostile_scan.previous_counts(str(path))
+    assert previous["a_class"] == "1/2" and previous["b_class"] == "0/1"

@@ -128,3 +128,40 @@ def test_files_are_read_whole_only_by_a_single_in_process_worker():
     assert not whole("--runner=FnApiRunner", "--direct_num_workers=2")
     assert not whole("--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing")
     assert not whole("--runner=apache_beam.runners.dask.dask_runner.DaskRunner")
+
+
+def test_a_partition_larger_than_a_file_is_cut_into_files_of_exactly_the_limit(tmp_path, monkeypatch):
+    """Pieces that do not fit are cut (what bounds a partition's memory while it is written): every
+    file but the last holds exactly MAX_ROWS_PER_FILE rows, in input order, no row lost or doubled."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms.records import PartitionKey
+
+    key = tuple(PartitionKey("data", "wifi", "EEA", "2026-01-01"))
+    pieces = []
+    origin = 0
+    for size in (3, 11, 1, 9, 4):  # crossing the limit inside pieces and at their edges
+        origins = list(range(origin, origin + size))
+        table = pa.table({"v": [f"r{o}" for o in origins], "_key": pa.array(origins, pa.int64()),
+                          "_origin": pa.array(origins, pa.int64())})
+        path = tmp_path / f"piece{origin:03d}.arrow"
+        io.write_staging(table, str(path))
+        pieces.append(str(path))
+        origin += size
+    pieces.append(io.inline_piece(pa.table({"v": ["dup"], "_key": pa.array([5], pa.int64()),
+                                            "_origin": pa.array([100], pa.int64())})))  # a retry of row 5
+    monkeypatch.setattr(io._FinalizePartition, "MAX_ROWS_PER_FILE", 7)
+    fn = io._FinalizePartition(str(tmp_path / "final"), "t")
+    fn.setup()
+    out = list(fn.process((key, pieces)))
+    fn.finish_bundle()
+    fn.teardown()
+    files = sorted((tmp_path / "final").rglob("*.parquet"))
+    sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    assert sizes == [7, 7, 7, 7]  # 28 rows; the retry dropped
+    values = [pq.read_table(f).column("v").to_pylist() for f in files]
+    assert all(v == sorted(v, key=lambda s: int(s[1:])) for v in values)
+    assert sorted(x for v in values for x in v) == sorted(f"r{o}" for o in range(28))
+    written = [w for w in out if not isinstance(w, dict)]
+    assert sorted(w.rows for w in written if hasattr(w, "rows")) == [7, 7, 7, 7]

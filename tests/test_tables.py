@@ -75,3 +75,23 @@ def test_list_tables_finds_data_locked_and_quarantine(tmp_path):
     (tmp_path / "not_a_table").mkdir()
     assert tables.list_tables(str(tmp_path)) == sorted(["_quarantine", some, f"_locked/{some}"])
     assert tables.list_tables(str(tmp_path / "missing")) == []
+
+
+def test_parquet_footers_hold_statistics_only_for_the_stats_columns(tmp_path):
+    """Data and quarantine files carry min/max only where the Delta statistics do: a footer does
+    not copy a pseudonym or free text either."""
+    import pyarrow.parquet as pq
+
+    from pipeline.io import write_parquet
+
+    data = pa.table({"device_id_pseudonym": [f"PSEUDO{i:026d}" for i in range(40)],
+                     "event_time": pa.array([datetime(2026, 1, 1, tzinfo=UTC)] * 40, pa.timestamp("us", tz="UTC")),
+                     "command_line": [f"FREETEXT{i}" for i in range(40)]})
+    quarantine = pa.table({"line_number": list(range(3)), "line_bytes": [10, 20, 30], "excerpt": ["EXCERPT"] * 3})
+    for table, kept in ((data, {"event_time"}), (quarantine, {"line_number", "line_bytes"})):
+        path = str(tmp_path / "f.parquet")
+        write_parquet(table, path)
+        group = pq.ParquetFile(path).metadata.row_group(0)
+        with_stats = {group.column(i).path_in_schema for i in range(group.num_columns)
+                      if group.column(i).statistics is not None and group.column(i).statistics.has_min_max}
+        assert with_stats == kept

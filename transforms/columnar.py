@@ -145,29 +145,38 @@ def route_lines(known: Container[bytes], screen: str, max_bytes: int, lines: lis
     pass of the `screen` pattern and the `type` tag route each line; types not in `known`,
     and any line in doubt, go to the second list (for the per-record path; not in order)."""
     slow: list[tuple[int, bytes | Unreadable]] = []
-    candidates: list[tuple[int, bytes]] = []
+    candidates: list[tuple[int, bytes | Unreadable]] = []
+    raws: list[bytes] = []
+    keep, drop, add = candidates.append, slow.append, raws.append
     for item in lines:
         raw = item[1]
-        if (isinstance(raw, Unreadable) or raw[:2] != b'{"' or len(raw) > max_bytes
-                or not (raw[-1] == 125 or raw.endswith(b"}\r"))  # 125: "}"
-                or raw.count(b"{") != raw.count(b"}")  # most lines cut off after an inner object
-                or not (raw.isascii() or _utf8(raw))):  # Arrow does not check UTF-8 in strings
-            slow.append(item)
+        if (type(raw) is bytes and raw[:2] == b'{"' and len(raw) <= max_bytes
+                and (raw[-1] == 125 or raw.endswith(b"}\r"))  # 125: "}"
+                and raw.count(b"{") == raw.count(b"}")  # most lines cut off after an inner object
+                and (raw.isascii() or _utf8(raw))):  # Arrow does not check UTF-8 in strings
+            keep(item)
+            add(raw)
         else:
-            candidates.append((item[0], raw))
-    flagged = pc.match_substring_regex(pa.array([raw for _, raw in candidates], pa.binary()), screen)
+            drop(item)
     groups: dict[bytes, Group] = {}
-    for item, suspect in zip(candidates, flagged.to_pylist(), strict=True):
-        raw = item[1]
-        at = raw.find(_TYPE_TAG)
-        group = None if suspect or at < 0 else groups.get(raw[at + 8:raw.find(b'"', at + 8)])
+    if not raws:
+        return groups, slow
+    flagged = pc.match_substring_regex(pa.array(raws, pa.binary()), screen)
+    suspects = set(np.flatnonzero(flagged.to_numpy(zero_copy_only=False)).tolist()) if pc.any(flagged).as_py() else ()
+    get = groups.get
+    for i, raw in enumerate(raws):
+        at = raw.find(_TYPE_TAG) + 8
+        if at < 8 or i in suspects:
+            drop(candidates[i])
+            continue
+        name = raw[at:raw.find(b'"', at)]
+        group = get(name)
         if group is None:
-            name = raw[at + 8:raw.find(b'"', at + 8)]
-            if suspect or at < 0 or name not in known:
-                slow.append(item)
+            if name not in known:
+                drop(candidates[i])
                 continue
             group = groups[name] = ([], [], [])
-        group[0].append(item[0])
+        group[0].append(candidates[i][0])
         group[1].append(raw)
         group[2].append(raw.count(b'":'))  # each key of a compact line is one '":' (see _checked)
     return groups, slow
@@ -336,16 +345,16 @@ def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, num
         return 0, rerouted
     rows = np.concatenate([np.arange(lo, lo + t.num_rows) for lo, t in tables])  # index in raws of each row
     table = pa.concat_tables([t for _, t in tables]).combine_chunks()
-    ok, only_allowed = _checked(plan, table, pa.array(np.asarray(said, dtype=np.int32)[rows]))
+    checked, only_allowed = _checked(plan, table, pa.array(np.asarray(said, dtype=np.int32)[rows]))
     table = table.append_column("_plain", only_allowed)
-    table, rows = _keep(table, rows, ok, rerouted)
-    if not len(rows):
-        return 0, rerouted
-    event_time, parsed = _timestamps(table.column("ts").combine_chunks())
+    # Timestamps are parsed on every row, those `_checked` refused masked out (`_timestamps` takes
+    # only values of the checked form), so the rows are filtered once, not once per check.
+    unset = pa.scalar(None, pa.string())
+    event_time, parsed = _timestamps(pc.if_else(checked, table.column("ts").combine_chunks(), unset))
     limit = pa.scalar(ctx.future_limit, TIMESTAMP)
-    ok = pc.fill_null(pc.and_(parsed, pc.less_equal(event_time, limit)), False)
+    ok = pc.fill_null(pc.and_(checked, pc.and_(parsed, pc.less_equal(event_time, limit))), False)
     for name in plan.timestamps:  # data timestamps (license expiry) must parse too
-        col = pc.struct_field(table.column("data"), name).combine_chunks()
+        col = pc.if_else(checked, pc.struct_field(table.column("data"), name).combine_chunks(), unset)
         if name in plan.dates:  # a date is 00:00 UTC of that day (fields.parse_date_or_rfc3339)
             col = pc.if_else(pc.equal(pc.utf8_length(col), 10), pc.utf8_replace_slice(col, 10, 10, "T00:00:00Z"),
                              col)
