@@ -92,7 +92,7 @@ TRICKS: dict[str, Callable[[str], str]] = {
 # ------------------------------------------------------------------ rendering
 MNEMONIC_WORDS = ["abandon", "ability", "absorb", "access", "across", "actress", "advice", "afford", "airport",
                   "alcohol", "almost", "anchor", "animal", "antique", "bamboo", "banana", "barrel", "behave",
-                  "blanket", "bracket", "buffalo", "cactus", "canyon", "casino", "cherry", "climb", "coconut",
+                  "blanket", "bracket", "buffalo", "cactus", "canyon", "cherry", "climb", "coconut",
                   "crystal", "dolphin", "dragon", "eagle", "fossil", "galaxy", "giraffe", "harvest", "jungle",
                   "kidney", "lizard", "mango", "number", "oyster", "pumpkin", "quantum", "rhythm", "saddle",
                   "tobacco", "uniform", "velvet", "walnut", "zebra"]
@@ -142,6 +142,8 @@ class Renderer:
             return ".".join("".join(hexes[i:i + 2]) for i in (0, 2, 4))
         if style == "bare":
             return "".join(hexes).upper()
+        if style == "lower":
+            return "".join(hexes)
         return ":".join(hexes)
 
     def imei(self) -> str:
@@ -211,6 +213,8 @@ class Renderer:
         if kind == "serial":
             body = self.rand(alpha["upper"], 9 if arg == "apple" else 8)
             return [(("C02" if arg == "apple" else "PF") + body, "identifier")]
+        if kind == "aadsid":  # an Entra ID (Azure AD) user SID after S-1-12-1-
+            return [("-".join(str(r.randint(1_000_000_000, 4_294_967_295)) for _ in range(4)), "identifier")]
         if kind == "hostid":  # the random part of a computer name
             return [(self.rand(alpha["upper"], 9), "identifier")]
         if kind == "imei":

@@ -49,6 +49,7 @@ def build_report(stats: Counter, meta: dict[str, Any]) -> dict[str, Any]:
         },
         "locked_records": _group(stats, "locked/"),
         "fields_removed": _group(stats, "fields_removed/"),
+        "values_scrubbed": _group(stats, "values_scrubbed/"),
         "removed_fields_by_name": _group(stats, "removed_field/"),
         "special_category_fields": {k: dict(sorted(v.items())) for k, v in sorted(special.items())},
         "files_written": stats.get("files_written", 0),
@@ -80,6 +81,7 @@ def summary(report: dict[str, Any]) -> str:
         "  dropped:     " + _pairs(report["dropped"]),
         "  quarantined: " + _pairs(report["quarantined"]),
         "  removed fields: " + _pairs(report["fields_removed"])
+        + (f"; values scrubbed: {_pairs(report['values_scrubbed'])}" if report.get("values_scrubbed") else "")
         + f"; special categories seen: {', '.join(report['special_category_fields']) or 'none'}",
         f"  policy {report['policy']['version']} (sha256 {report['policy']['sha256'][:12]}), "
         f"key: {report['key']['mode']}" + ("" if report["key"]["linkable_across_runs"]

@@ -176,6 +176,41 @@ def test_every_rule_finds_something_in_the_leak_corpus(sweep):
         "password-word-colon": "PWD:Zq01",
         "credential-key-spaced": "rclone config create r s3 secret_access_key Zq01",
         "rclone-config-pair": "rclone config create r sftp host h.example pass Zq01",
+        # second round: synthetic values in the shapes an independent hostile corpus used
+        "mailchimp-key": "0123456789abcdef0123456789abcdef-us14",
+        "supabase-braintree-terraform": "sbp_" + "ab12" * 10,
+        "twilio-account": "AC0123456789abcdef0123456789abcdef:0123456789abcdef0123456789abcdef",
+        "twitter-bearer": "A" * 21 + "Zq0123456789abcdefZq0123456789abcdef",
+        "crypt-hash": "$6$ZqSalt01$Zq0123456789abcdefghijklmn",
+        "crypt-hash-user": "zqbob:$apr1$ZqSalt01$Zq0123456789abcdefghij",
+        "kerberos-hash": "$krb5tgs$23$*svc$CORP$MSSQLSvc/db*$0123456789abcdef",
+        "ntlm-hash-keyword": "NTLM hash: 0123456789abcdef0123456789abcdef",
+        "aws-secret-after-key-id": "AKIAZQ7D3F5H2J4K6L8M " + "Zq01/+" * 6 + "Zq01",
+        "pat-key": "AZURE_DEVOPS_EXT_PAT=zq0123456789abcdefghij",
+        "pgpass-line": "db.example:5432:*:zqbob:ZqS3cretPw",
+        "netrc-login": "machine h.example login zqbob password ZqS3cretPw",
+        "password-spaced": "PASSWORD ZqS3cretPw",
+        "wpa-passphrase": "wpa_passphrase HomeNet ZqS3cretPw",
+        "wifi-psk": 'network={ssid="Office" psk="ZqS3cretPw"}',
+        "netsh-key": "Key Content            : ZqS3cretPw",
+        "xml-secret-element": "<password>ZqS3cretPw</password>",
+        "xml-key-value-attribute": '<add key="SmtpPassword" value="ZqS3cretPw" />',
+        "pin-code": "PIN=123456789012",
+        "login-name": "login: zqbob / pass: x",
+        "ldap-bind-dn": 'ldapsearch -D "cn=zqbob,dc=corp" -w x',
+        "aws-sts-session-token": "IQoJb3JpZ2luX2VjZq0123456789abcdefghij",
+        "mac-address-colon": "24:ce:0a:40:95:9c",
+        "mac-address-dash-dot": "arp -s 10.0.0.5 34-f6-91-70-ad-7d",
+        "mac-address-bare": "adapter b8a6a0210be3",
+        "imei": "IMEI: 534859296732088",
+        "serial-number": "serialnumber PF5WDQMS86",
+        "more-provider-keys": "LTAIZq0123456789abcdefgh",
+        "crypto-wallet-key": "0x" + "ab12" * 16,
+        "seed-phrase": "seed phrase: " + " ".join(["abandon", "walnut", "coconut"] * 4),
+        "domain-account-in-prose": "logon by CONTOSO\\zqbob04 from 10.0.0.1",
+        "ftp-script-user": "open files.example\nuser zqbob ZqS3cretPw\nbinary",
+        "computer-account": "LAPTOP-ZQ8F3K2Q1\\zqbob47",
+        "machine-account": "CONTOSO\\WSZQ8F3K2Q$",
     }
     for rid, text in examples.items():
         assert rid in {r for *_, r in sweep.findings(text)}, rid
@@ -372,6 +407,82 @@ def test_hostile_corpus_finding_is_removed(text, secret):
     out = scrub(text)
     assert secret not in out, out
     assert REDACTED in out or "h.example" in out
+
+
+# Second round: what the independent hostile corpus planted (synthetic values, its shapes).
+@pytest.mark.parametrize("text, secret", [
+    ("machine vpn.example login zqbob password ZqS3cretPw", "zqbob"),
+    ("machine vpn.example login zqbob password ZqS3cretPw", "ZqS3cretPw"),
+    ("db.example:5432:*:zqbob:ZqS3cretPw", "zqbob"), ("db.example:5432:*:zqbob:ZqS3cretPw", "ZqS3cretPw"),
+    ("zqbob:$apr1$ZqSalt01$Zq0123456789abcdefghij", "zqbob"),
+    ("zqbob:$6$ZqSaltZqSalt0123$Zq0123456789abcdefghij:19700:0:99999:7:::", "ZqSaltZqSalt0123"),
+    ("zqbob:$6$ZqSaltZqSalt0123$Zq0123456789abcdefghij:19700:0:99999:7:::", "Zq0123456789abcdefghij"),
+    ('{"client_id": "x", "client_secret": "Zq0123456789abcdefghijklmnopqrstuvwxyzAB"}', "Zq0123456789"),
+    ("login: zqbob / pass: ZqS3cretPw", "zqbob"), ("PASSWORD ZqS3cretPw", "ZqS3cretPw"),
+    ("nmcli dev wifi connect Office password ZqS3cretPw", "ZqS3cretPw"),
+    ("<connection><user>zqbob</user><password>ZqS3cretPw</password></connection>", "zqbob"),
+    ("<connection><user>zqbob</user><password>ZqS3cretPw</password></connection>", "ZqS3cretPw"),
+    ('<add key="SmtpPassword" value="ZqS3cretPw" />', "ZqS3cretPw"),
+    ("<AutoLogon><Password><Value>ZqS3cretPw</Value><PlainText>true</PlainText></Password>", "ZqS3cretPw"),
+    (':password => "ZqS3cretPw"', "ZqS3cretPw"), ("PIN=123456789012", "123456789012"),
+    ('network={ssid="Office" psk="ZqS3cretPw"}', "ZqS3cretPw"), ("parola d'ordine: ZqS3cretPw", "ZqS3cretPw"),
+    ("AZURE_DEVOPS_EXT_PAT=zq0123456789abcdefghijklmnop", "zq0123456789abcdef"),
+    ("//registry.npmjs.org/:_authToken=0c2e5c4e-1d7e-4a8b-9b6f-3f1f8e2d7a11", "0c2e5c4e-1d7e"),
+    ("access_token$production$zq0123456789abcd$0123456789abcdef0123456789abcdef", "zq0123456789abcd"),
+    ("Zq0123456789ab.atlasv1." + "Zq01" * 17, "Zq0123456789ab"),
+    ("AC0123456789abcdef0123456789abcdef:fedcba9876543210fedcba9876543210", "fedcba9876543210"),
+    ("AAAAAAAAAAAAAAAAAAAAAZq0123456789abcdefghij%3DZq0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH",
+     "Zq0123456789abcdefghijklmnop"),
+    ("sbp_0123456789abcdef0123456789abcdef01234567", "0123456789abcdef0123456789abcdef"),
+    ("0123456789abcdef0123456789abcdef-us14", "0123456789abcdef0123456789abcdef"),
+    ("AKIAZQ7D3F5H2J4K6L8M /Zq0123456789abcdefZq0123456789abcdef+Zq", "Zq0123456789abcdefZq"),
+    ("ipmitool -I lanplus -H 10.0.0.9 -U ADMIN -P ZqS3cretPw chassis power cycle", "ZqS3cretPw"),
+    ("mosquitto_pub -h h.example -u zqbob -P ZqS3cretPw -t x -m 1", "ZqS3cretPw"),
+    ("snmpwalk -v2c -c ZqCommunity01 10.0.0.9 1.3.6.1", "ZqCommunity01"),
+    ("snmpwalk -v3 -l authPriv -u zqbob -a SHA -A ZqS3cretPw -x AES -X ZqPr1vPw99 10.0.0.9", "ZqPr1vPw99"),
+    ('setup.exe /Q /ACTION=Install /SECURITYMODE=SQL /SAPWD="ZqS3cretPw!"', "ZqS3cretPw"),
+    ("msv :\n * Username : zqbob\n * NTLM     : 0123456789abcdef0123456789abcdef\n * Password : x",
+     "0123456789abcdef0123456789abcdef"),
+    ("msv :\n * Username : zqbob\n * NTLM     : 0123456789abcdef0123456789abcdef", "zqbob"),
+    ("$krb5tgs$23$*svc_sql$CORP.LOCAL$MSSQLSvc/db01*$0123456789abcdef0123456789abcdef$fedcba98", "0123456789abcdef0"),
+    ('ldapsearch -x -H ldap://h.example -D "cn=zqbob,dc=corp,dc=local" -w x -b dc=corp', "zqbob"),
+    ("wpa_passphrase HomeNet ZqS3cretPw", "ZqS3cretPw"),
+    ("netsh wlan add profile ... keyMaterial ZqS3cretPw ; Key Content            : ZqOtherPw99", "ZqS3cretPw"),
+    ("netsh wlan add profile ... keyMaterial ZqS3cretPw ; Key Content            : ZqOtherPw99", "ZqOtherPw99"),
+    # look-alike and invisible characters: read as a reader sees them
+    ("pa\u0301sswd=ZqS3cretPw", "ZqS3cretPw"), ("pass\u00adword=ZqS3cretPw", "ZqS3cretPw"),
+    ("pass\u200bword=ZqS3cretPw", "ZqS3cretPw"), ("\u0440\u0430ssw\u043erd: ZqS3cretPw", "ZqS3cretPw"),
+    ("sk_live_s\u043e\u043arq2vnnq5u\u04435r\u043el4lnq\u04421d", "rq2vnnq5u"),
+    ("ghp_Zq0123456789ab\u200bcdefABCDEFghijklmnopq", "Zq0123456789ab"),
+    ("ghp_Zq0123456789ab\x00cdefABCDEFghijklmnopq", "Zq0123456789ab"),
+    ("ghp_Zq0123456789ab\u2028cdefABCDEFghijklmnopq", "Zq0123456789ab"),
+    # device identifiers
+    ("24:ce:0a:40:95:9c", "0a:40:95"), ("arp -s 10.0.0.5 34-f6-91-70-ad-7d", "91-70-ad"),
+    ("ether 1c65.e349.191f", "e349"), ("adapter b8a6a0210be3", "b8a6a0210be3"), ("imei: 534859296732088", "5348592967"),
+    ('"IOPlatformSerialNumber" = "C02FK41PPC0B"', "C02FK41PPC0B"), ("serialnumber PF5WDQMS86", "PF5WDQMS86"),
+    ("disk serial WD-WCC47LJN95ZI", "WCC47LJN95ZI"),
+    ("LTAIZq0123456789abcdefgh", "Zq0123456789"), ("AKID" + "Zq01" * 8, "Zq01Zq01"),
+    ("dckr_pat_Zq0123456789abcdefghijk", "Zq0123456789"), ("0x" + "ab12" * 16, "ab12ab12ab12"),
+    ("seed phrase: abandon blanket walnut quantum giraffe bamboo walnut coconut coconut coconut blanket alcohol",
+     "giraffe bamboo"),
+    ("logon by CONTOSO\\zqbob04 from 10.0.0.1", "zqbob04"),
+    ("open files.example\nuser zqbob ZqS3cretPw\nbinary\nget backup.zip", "ZqS3cretPw"),
+    ("psexec64.exe \\\\build.example -u zqopi\x85sure96 -p x -accepteula cmd.exe", "sure96"),
+    ("LAPTOP-ZQ8F3K2Q1\\zqbob47", "ZQ8F3K2Q1"), ("LAPTOP-ZQ8F3K2Q1\\zqbob47", "zqbob47"),
+    ("CONTOSO\\WSZQ8F3K2Q$", "ZQ8F3K2Q"),
+])
+def test_second_round_finding_is_removed(text, secret):
+    out = scrub(text)
+    assert secret not in out, out
+
+
+@pytest.mark.parametrize("text", [
+    "Kaspersky Password Manager", "password protected archive", "WPA2-PSK (AES)", "Serial Port",
+    "serial number unknown", "HEUR:Trojan.Win32.Generic", "10:04:05", "fe80::1ff:fe23:4567:890a", "user is logged on",
+    "net use \\\\srv\\ADMIN$", "copy a \\\\srv\\C$\\x", "dir \\\\srv\\IPC$",
+])
+def test_what_the_second_round_rules_leave_alone(text):
+    assert scrub(text) == text
 
 
 @pytest.mark.parametrize("text", [

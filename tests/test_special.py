@@ -135,3 +135,15 @@ def test_special_names_in_other_languages_and_scripts(matcher, key, category):
                                  "разрешение_экрана", "имя_файла", "文件路径", "進程名", "파일경로", "συσκευή"])
 def test_ordinary_names_in_other_languages_stay_ordinary(matcher, key):
     assert matcher.category_of(key) is None
+
+
+def test_fold_lookalikes_reads_text_as_a_reader_sees_it():
+    from transforms.special import fold_lookalikes
+
+    assert fold_lookalikes("pa\u0301sswd=x") == "passwd=x"                  # combining accent
+    assert fold_lookalikes("pass\u00adword=x") == "password=x"              # soft hyphen
+    assert fold_lookalikes("pass\u200bword=x") == "password=x"              # zero-width space
+    assert fold_lookalikes("\u0440\u0430ssw\u043erd: x") == "password: x"   # Cyrillic look-alikes
+    assert fold_lookalikes("sk_live_s\u043e\u043arq") == "sk_live_soxrq"     # no look-alike: still one token
+    assert fold_lookalikes("ghp_ab\x00cd\u2028ef\x85gh\ncd") == "ghp_abcdefghcd"
+    assert fold_lookalikes("пароль=x 健康 a\tb") == "пароль=x 健康 a\tb"     # other scripts stay

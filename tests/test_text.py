@@ -657,3 +657,14 @@ def test_text_scrubber_caches_and_pickles(monkeypatch):
     for i in range(7):
         small(f"line {i}")
     assert 1 <= len(small._cache) <= 3
+
+
+def test_format_characters_anywhere_do_not_hide_an_address():
+    """Zero-width characters between every letter, also next to `@` and `.`: the text rules read the
+    address without them (issue 13, independent hostile corpus)."""
+    marks = "\u200b\u200c\u200d\u2060"
+    address = "zqbobby47@contoso.example"
+    hidden = "".join(ch + marks[i % 4] for i, ch in enumerate(address[:-1])) + address[-1]
+    out, n = scrub_text(f"mail to {hidden}", PSEUDONYMIZER, reduce_url)
+    assert n >= 1 and "zqbobby47" not in out.replace("\u200b", "").replace("\u200c", "").replace(
+        "\u200d", "").replace("\u2060", "")

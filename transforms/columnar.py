@@ -40,6 +40,7 @@ from transforms.records import (
     has_duplicate_key,
     sanitize_lines,
 )
+from transforms.special_text import count_special_values
 from transforms.urls import AUTHORITY_PATTERN, AUTHORITY_PRINTABLE
 from transforms.withdrawals import earliest_withdrawal
 
@@ -486,20 +487,29 @@ def _withdrawn(ctx: SanitizeContext, needed: tuple[str, ...], table: pa.Table,
     return pc.fill_null(pc.greater_equal(event, since), False)
 
 
+# Rows whose value of a field held special-category data: (field path, row mask, categories).
+_SpecialRows = list[tuple[str, pa.Array, tuple[str, ...]]]
+
+
 def _distinct(ctx: SanitizeContext, rule: FieldRule, values: pa.Array,
-              failed_rows: list[pa.Array]) -> list[pa.Array]:
-    """Output columns of `rule`, its transform computed once per distinct value."""
+              failed_rows: list[pa.Array], special: _SpecialRows | None = None, path: str = "") -> list[pa.Array]:
+    """Output columns of `rule`, its transform computed once per distinct value; rows whose value
+    held special-category data are added to `special` (under `path`), to be counted."""
     encoded = pc.dictionary_encode(values)
     failed: dict[int, str] = {}
-    outputs = ctx.engine.columns(rule, encoded.dictionary.to_pylist(), failed, distinct=True)
+    found: dict[int, tuple[str, ...]] = {}
+    outputs = ctx.engine.columns(rule, encoded.dictionary.to_pylist(), failed, distinct=True, special=found)
     if failed:
         failed_rows.append(pc.fill_null(pc.is_in(encoded.indices, value_set=pa.array(list(failed), pa.int32())),
                                         False))
+    if found and special is not None:
+        _special_rows(encoded.indices, found, special, path)
     return [pa.array(col, type=f.type).take(encoded.indices)
             for col, f in zip(outputs, rule.output_columns(), strict=True)]
 
 
-def _text(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array]) -> pa.Array:
+def _text(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array],
+          special: _SpecialRows, path: str) -> pa.Array:
     """`text`: values the free-text rule provably leaves unchanged (FieldEngine.clean_mask, RE2
     kernels over the whole column) are kept as they are; the others go value by value. A column
     whose values repeat (product names, verdicts) is proven clean per distinct value: one hash
@@ -509,12 +519,12 @@ def _text(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: 
     if repeats.get(id(rule), True):
         encoded = pc.dictionary_encode(values)
         repeats[id(rule)] = len(encoded.dictionary) <= _REPEATS * len(values)
-        return _text_distinct(ctx, rule, encoded, failed_rows)
+        return _text_distinct(ctx, rule, encoded, failed_rows, special, path)
     needs = pc.and_(pc.is_valid(values), pc.invert(ctx.engine.clean_mask(values)))
     if not pc.any(needs).as_py():
         return values
     subset = pc.if_else(needs, values, pa.scalar(None, pa.string()))
-    [scrubbed] = _distinct(ctx, rule, subset, failed_rows)
+    [scrubbed] = _distinct(ctx, rule, subset, failed_rows, special, path)
     return pc.if_else(needs, scrubbed, values)
 
 
@@ -522,19 +532,34 @@ _REPEATS = 0.5  # a text column with at most this share of distinct values is do
 
 
 def _text_distinct(ctx: SanitizeContext, rule: FieldRule, encoded: pa.DictionaryArray,
-                   failed_rows: list[pa.Array]) -> pa.Array:
+                   failed_rows: list[pa.Array], special: _SpecialRows, path: str) -> pa.Array:
     """`_text` over a dictionary-encoded column: the clean mask and the rule per distinct value."""
     words = encoded.dictionary
     needs = pc.invert(ctx.engine.clean_mask(words))
     if pc.any(needs).as_py():
         todo = np.flatnonzero(needs.to_numpy(zero_copy_only=False))
         failed: dict[int, str] = {}
-        [out] = ctx.engine.columns(rule, words.take(pa.array(todo)).to_pylist(), failed, distinct=True)
+        found: dict[int, tuple[str, ...]] = {}
+        [out] = ctx.engine.columns(rule, words.take(pa.array(todo)).to_pylist(), failed, distinct=True,
+                                   special=found)
         words = pc.replace_with_mask(words, needs, pa.array(out, pa.string()))
         if failed:
             bad = pa.array(todo[list(failed)], pa.int32())
             failed_rows.append(pc.fill_null(pc.is_in(encoded.indices, value_set=bad), False))
+        if found:
+            _special_rows(encoded.indices, {int(todo[i]): c for i, c in found.items()}, special, path)
     return words.take(encoded.indices)
+
+
+def _special_rows(indices: pa.Array, found: dict[int, tuple[str, ...]], special: _SpecialRows, path: str) -> None:
+    """Add to `special` the rows (a mask over `indices`) whose dictionary entry held special-category
+    data, one mask per set of categories."""
+    by_categories: dict[tuple[str, ...], list[int]] = {}
+    for index, categories in found.items():
+        by_categories.setdefault(categories, []).append(index)
+    for categories, entries in by_categories.items():
+        mask = pc.fill_null(pc.is_in(indices, value_set=pa.array(entries, pa.int32())), False)
+        special.append((path, mask, categories))
 
 
 def _url(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array]) -> list[pa.Array]:
@@ -557,18 +582,19 @@ def _url(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: l
     return [pc.if_else(simple, mine, other) for mine, other in zip(columns, others, strict=True)]
 
 
-def _column(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array]) -> list[pa.Array]:
+def _column(ctx: SanitizeContext, rule: FieldRule, values: pa.Array, failed_rows: list[pa.Array],
+            special: _SpecialRows, path: str) -> list[pa.Array]:
     t = rule.transform
     if t == "url":
         return _url(ctx, rule, values, failed_rows)
     if t in ("bool", "int", "float"):  # checked by the schema and _checked: written as they are
         return [values.cast(rule.output_columns()[0].type)]
     if t == "text":
-        return [_text(ctx, rule, values, failed_rows)]
+        return [_text(ctx, rule, values, failed_rows, special, path)]
     if t == "sha256":  # FieldEngine: lower-cased when 64 hex digits, else null; values never repeat
         return [pc.if_else(pc.match_substring_regex(values, "^[0-9a-fA-F]{64}$"), pc.ascii_lower(values),
                            pa.scalar(None, pa.string()))]
-    return _distinct(ctx, rule, values, failed_rows)
+    return _distinct(ctx, rule, values, failed_rows, special, path)
 
 
 def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.ndarray, numbers: list[int],
@@ -576,9 +602,10 @@ def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
     """Transform accepted rows and add them to `result` by partition; returns the rows whose
     transform failed (not written here: the plain path quarantines them with the reason)."""
     failed_rows: list[pa.Array] = []
+    special: _SpecialRows = []
     columns: list[pa.Array] = []
     for rule in ctx.policy.envelope:
-        columns.extend(_column(ctx, rule, table.column(rule.name).combine_chunks(), failed_rows))
+        columns.extend(_column(ctx, rule, table.column(rule.name).combine_chunks(), failed_rows, special, rule.name))
     columns.append(table.column("event_time").combine_chunks())
     encoded = pc.dictionary_encode(table.column("country").combine_chunks(), null_encoding="encode")
     regions = [ctx.region(c) for c in encoded.dictionary.to_pylist()]
@@ -588,7 +615,7 @@ def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
     region_code = pa.array([region_names.index(r[1]) for r in regions], pa.int64()).take(encoded.indices)
     data = table.column("data").combine_chunks()
     for rule in tpol.fields:
-        columns.extend(_column(ctx, rule, pc.struct_field(data, rule.name), failed_rows))
+        columns.extend(_column(ctx, rule, pc.struct_field(data, rule.name), failed_rows, special, f"data.{rule.name}"))
     joined = pc.binary_join_element_wise(table.column("device_id"), table.column("event_id"), "\x00")
     columns.append(pa.array(list(map(ctx.joined_key, joined.cast(pa.binary()).to_pylist())), pa.int64()))
     base = source_index << ORIGIN_LINE_BITS
@@ -598,6 +625,7 @@ def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
     out = pa.Table.from_arrays(columns, schema=full)
 
     failed: list[int] = []
+    keep = None
     if failed_rows:
         bad = failed_rows[0]
         for mask in failed_rows[1:]:
@@ -605,9 +633,13 @@ def _write(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
         if pc.any(bad).as_py():
             failed = rows[bad.to_numpy(zero_copy_only=False)].tolist()
             keep = pc.invert(bad)
-            out, locked, region_code = out.filter(keep), locked.filter(keep), region_code.filter(keep)
-            if not out.num_rows:
-                return failed
+    for path, mask, categories in special:  # rows that fail are counted by the plain path, which takes them
+        count_special_values(result.stats, path, categories, pc.sum(mask if keep is None else pc.and_(mask, keep))
+                             .as_py() or 0)
+    if keep is not None:
+        out, locked, region_code = out.filter(keep), locked.filter(keep), region_code.filter(keep)
+        if not out.num_rows:
+            return failed
     written = out.num_rows - (pc.sum(locked).as_py() or 0)
     if written:
         result.stats[f"output/{tpol.name}"] += written

@@ -23,6 +23,7 @@ from schemas.policy import FieldRule
 from transforms.identifiers import token_shape
 from transforms.pseudonym import Pseudonymizer
 from transforms.secrets import HEX_ID, SAFE_SHORT_TOKEN, SID_LIKE
+from transforms.special_text import SpecialText
 from transforms.text import TextScrubber, scrub_account
 from transforms.urls import UrlSanitizer
 
@@ -92,22 +93,43 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+class _Special(tuple):
+    """The outputs of a free-text value that held special-category data, with its categories
+    (counted per row by the caller, like a removed special-category field)."""
+
+    categories: tuple[str, ...]
+
+    def __new__(cls, outputs: tuple, categories: tuple[str, ...]) -> _Special:
+        self = super().__new__(cls, outputs)
+        self.categories = categories
+        return self
+
+
 class FieldEngine:
     """Applies the policy's transforms with the run's key and per-value caches."""
 
-    def __init__(self, pseudonymizer: Pseudonymizer, urls: UrlSanitizer, scrubber: TextScrubber, key: bytes) -> None:
+    def __init__(self, pseudonymizer: Pseudonymizer, urls: UrlSanitizer, scrubber: TextScrubber, key: bytes,
+                 special: SpecialText | None = None) -> None:
         self.pseudonym = pseudonymizer
         self.urls = urls
         self.scrubber = scrubber
+        self.special = special
         self._key = key
         self._memos: dict[int, dict[str, tuple]] = {}
         self._failures: dict[int, dict[str, str]] = {}  # per rule: values whose transform raised
+        self._found: dict[int, dict[str, tuple[str, ...]]] = {}  # per rule: values with special-category data
         self._unique: set[int] = set()  # rules whose values were (almost) all new in a large batch
 
-    def _plain_text(self, value: str) -> str:
-        """Text kept as sent goes through the free-text rule like `scrub`: POLICY.md promise 1
-        covers every output column, and a secret needs no trigger character (`mysql -pS3cret`)."""
-        return self.scrubber(value)[0]
+    def _free_text(self, value: str) -> tuple:
+        """Every kept string that is not a closed set goes through the free-text rule: POLICY.md
+        promise 1 covers every output column, and a secret needs no trigger character
+        (`mysql -pS3cret`). Then special-category data in it (promise 2) is removed
+        (transforms/special_text.py); such a value comes back as `_Special`, to be counted."""
+        out = self.scrubber(value)[0]
+        if self.special is None:
+            return (out,)
+        out, categories = self.special.scrub(out)
+        return _Special((out,), categories) if categories else (out,)
 
     def clean_values(self, rule: FieldRule, values: Sequence[str]) -> list[bool] | None:
         """For a `text` or `scrub` rule, which of the string `values` the free-text rule provably
@@ -127,7 +149,26 @@ class FieldEngine:
                         pc.invert(pc.match_substring_regex(values, SID_LIKE)))
         # a token shaped like a raw identifier (`50-3F-A9-A3-C3-E3`, 12 or 15 digits) goes through the rule
         clean = pc.and_(clean, pc.invert(pc.match_substring_regex(values, _IDENTIFIER_SHAPE)))
-        return pc.fill_null(clean, False)
+        clean = pc.fill_null(clean, False)
+        if self.special is not None:
+            clean = self._without_terms(values, clean)
+        return clean
+
+    def _without_terms(self, values: pa.Array, clean: pa.Array) -> pa.Array:
+        """`clean` without the tokens that hold a special-category term (`homosexual`, `h.i.v`):
+        the free-text rule replaces those. Such a token has no `:`, `=` or `<`, so the pair rule
+        cannot change it; the vocabulary is asked once per distinct token (memoised). Lower-case
+        hex identifiers need no asking: no term is made of hex digits (tests/test_special_text.py)."""
+        candidates = pc.unique(values.filter(clean))
+        if not len(candidates):
+            return clean
+        asked = candidates.filter(pc.invert(pc.match_substring_regex(candidates, f"^{HEX_ID}$")))
+        has_term = self.special.has_term  # type: ignore[union-attr]
+        special = [v for v in asked.to_pylist() if has_term(v)]
+        if not special:
+            return clean
+        return pc.and_(clean, pc.invert(pc.fill_null(pc.is_in(values, value_set=pa.array(special, pa.string())),
+                                                     False)))
 
     def digest(self, value: str) -> str:
         """Keyed digest: identical spam campaigns link, content cannot be guessed back."""
@@ -136,7 +177,7 @@ class FieldEngine:
     def _scalar(self, rule: FieldRule) -> Callable[[Any], tuple]:
         t = rule.transform
         if t == "text":
-            return lambda v: (self._plain_text(_as_text(v)),)
+            return lambda v: self._free_text(_as_text(v))
         if t == "int":
             return lambda v: (int(v),)
         if t == "float":
@@ -157,7 +198,7 @@ class FieldEngine:
         if t == "account":
             return lambda v: (scrub_account(v, self.pseudonym),)
         if t == "scrub":
-            return lambda v: (self.scrubber(v)[0],)
+            return self._free_text
         if t == "email_domain":
             return lambda v: (_email_domain(v, self.urls),)
         if t == "digest":
@@ -183,7 +224,7 @@ class FieldEngine:
 
     @staticmethod
     def _each(fn: Callable[[Any], tuple], name: str, values: Sequence[Any], failed: dict[int, str],
-              clean: list[bool] | None = None) -> list[Any]:
+              clean: list[bool] | None = None, special: dict[int, tuple[str, ...]] | None = None) -> list[Any]:
         """The single output column of `fn` over `values`, each computed on its own; values
         marked `clean` (proven unchanged by the rule) are kept as they are."""
         out: list[Any] = []
@@ -196,21 +237,27 @@ class FieldEngine:
                 append(v)
                 continue
             try:
-                append(fn(v)[0])
+                result = fn(v)
             except Exception as exc:  # noqa: BLE001 - a rule bug must cost one record, not the run
                 failed.setdefault(i, f"{name}: {exc.__class__.__name__}")
                 append(None)
+                continue
+            append(result[0])
+            if special is not None and type(result) is _Special:
+                special[i] = result.categories
         return out
 
     def columns(self, rule: FieldRule, values: Sequence[Any], failed: dict[int, str],
-                distinct: bool = False) -> list[list[Any]]:
+                distinct: bool = False, special: dict[int, tuple[str, ...]] | None = None) -> list[list[Any]]:
         """Output columns (one list each) for a column of already-checked input values.
 
         A value whose transform raises is never passed through: its row index is
         added to `failed` (with the field name, never the value) and its outputs are null.
         Results for string values are kept across batches (hosts, devices, command
         lines repeat), up to MEMO_ENTRIES per rule; other values are computed each time
-        (1 and 1.0 are equal keys but different text). `distinct`: the values are already
+        (1 and 1.0 are equal keys but different text). `special`, when given, receives the
+        row index and categories of every value that held special-category data (free text
+        whose data the rule removed), to be counted. `distinct`: the values are already
         the distinct values of a column (the columnar path), so "all new" says nothing about
         whether they repeat across batches and the memo stays on.
         """
@@ -225,16 +272,18 @@ class FieldEngine:
         nulls = (None,) * width
         key = id(rule)
         if key in self._unique and width == 1:  # values that never repeat (event ids): no memo
-            return [self._each(fn, rule.name, values, failed, self._clean_list(rule, values))]
+            return [self._each(fn, rule.name, values, failed, self._clean_list(rule, values), special)]
         memo: dict[Any, Any] | None
         if key in self._unique:
-            memo, failures = {}, {}
+            memo, failures, found = {}, {}, {}
         else:
             memo = self._memos.get(key)
             if memo is None or len(memo) > MEMO_ENTRIES:
                 memo = self._memos[key] = {}
                 self._failures[key] = {}
+                self._found[key] = {}
             failures = self._failures[key]
+            found = self._found[key]
         keys = values
         present = set(values)
         present.discard(None)
@@ -242,7 +291,7 @@ class FieldEngine:
             keys = [None if v is None else (type(v), v) for v in values]
             present = set(keys)
             present.discard(None)
-            memo, failures = {}, {}
+            memo, failures, found = {}, {}, {}
             fn = _on_value(fn)
         new = present.difference(memo)
         if keys is values and new:
@@ -255,17 +304,24 @@ class FieldEngine:
                 new = [v for v, ok in zip(news, clean, strict=True) if not ok]  # type: ignore[assignment]
         for v in new:
             try:
-                memo[v] = fn(v)
+                result = memo[v] = fn(v)
             except Exception as exc:  # noqa: BLE001 - a rule bug must cost one record, not the run
                 memo[v] = nulls
                 failures[v] = f"{rule.name}: {exc.__class__.__name__}"
+                continue
+            if type(result) is _Special:
+                found[v] = result.categories
         if not distinct and memo is self._memos.get(key) and len(values) >= 1000 and len(new) > 0.98 * len(values):
             self._unique.add(key)
-            del self._memos[key], self._failures[key]
+            del self._memos[key], self._failures[key], self._found[key]
         if failures and not present.isdisjoint(failures):
             for i, v in enumerate(keys):
                 if v in failures:
                     failed.setdefault(i, failures[v])
+        if special is not None and found and not present.isdisjoint(found):
+            for i, v in enumerate(keys):
+                if v in found:
+                    special[i] = found[v]
         get = memo.__getitem__
         if width == 1:
             return [[None if v is None else get(v)[0] for v in keys]]

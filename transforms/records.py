@@ -29,6 +29,7 @@ from transforms.fields import TIME_PARSERS, FieldEngine, FieldTypeError, check, 
 from transforms.pseudonym import Pseudonymizer
 from transforms.quarantine import mask_line
 from transforms.special import SpecialCategoryMatcher, words
+from transforms.special_text import SpecialText, count_special_values, default_vocabulary
 from transforms.text import TextScrubber
 from transforms.urls import SECRET_LIKE, UrlSanitizer
 from transforms.withdrawals import micros, withdrawn_basis
@@ -116,9 +117,10 @@ class SanitizeContext:
     def __post_init__(self) -> None:
         self.pseudonym = Pseudonymizer(self.key)
         self.urls = UrlSanitizer()
-        self.scrubber = TextScrubber(self.pseudonym, self.urls.reduce)
-        self.engine = FieldEngine(self.pseudonym, self.urls, self.scrubber, self.key)
         self.special = SpecialCategoryMatcher(self.policy.special_categories)
+        self.scrubber = TextScrubber(self.pseudonym, self.urls.reduce)
+        self.special_text = SpecialText(self.special, default_vocabulary(self.policy.special_categories))
+        self.engine = FieldEngine(self.pseudonym, self.urls, self.scrubber, self.key, self.special_text)
         self.known_keys = frozenset(
             {r.name for r in self.policy.envelope}
             | STRUCTURAL
@@ -542,7 +544,7 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
         by_type[key[:2]].append(key)
     for (area, rtype), keys in by_type.items():
         rows = [row for k in keys for row in accepted[k]]
-        table, failed = _to_table(ctx, policy.types[rtype], rows)
+        table, failed = _to_table(ctx, policy.types[rtype], rows, stats)
         if failed:  # fail closed: a row a transform could not handle is quarantined, not written
             for i, detail in sorted(failed.items()):
                 stats["dropped/expired_locked" if area == "locked" else f"output/{rtype}"] -= 1
@@ -571,21 +573,32 @@ def sanitize_lines(ctx: SanitizeContext, source: str, source_index: int,
     return result
 
 
-def _to_table(ctx: SanitizeContext, tpol: TypePolicy, rows: list[tuple]) -> tuple[pa.Table, dict[int, str]]:
+def _to_table(ctx: SanitizeContext, tpol: TypePolicy, rows: list[tuple],
+              stats: Counter) -> tuple[pa.Table, dict[int, str]]:
     """Columns of accepted records, in the policy's schema plus the hidden dedupe/order columns;
-    and the rows whose transform failed (index -> field and error class)."""
+    and the rows whose transform failed (index -> field and error class). Special-category data
+    removed from the values of the other rows is counted in `stats`."""
     schema = ctx.policy.file_schema(tpol.name)
     columns: list[list[Any]] = []
     failed: dict[int, str] = {}
     records = [r[0] for r in rows]
+    special: list[tuple[str, dict[int, tuple[str, ...]]]] = []  # (field, row -> categories found in its value)
     for rule in ctx.policy.envelope:
-        columns.extend(ctx.engine.columns(rule, list(map(dict.get, records, repeat(rule.name))), failed))
+        special.append((rule.name, {}))
+        columns.extend(ctx.engine.columns(rule, list(map(dict.get, records, repeat(rule.name))), failed,
+                                          special=special[-1][1]))
     columns.append([r[1] for r in rows])
     columns.append([r[2] for r in rows])
     columns.append([r[3] for r in rows])
     datas = list(map(dict.__getitem__, records, repeat("data")))
     for rule in tpol.fields:
-        columns.extend(ctx.engine.columns(rule, list(map(dict.get, datas, repeat(rule.name))), failed))
+        special.append((f"data.{rule.name}", {}))
+        columns.extend(ctx.engine.columns(rule, list(map(dict.get, datas, repeat(rule.name))), failed,
+                                          special=special[-1][1]))
+    for path, found in special:
+        for row, categories in found.items():
+            if row not in failed:
+                count_special_values(stats, path, categories)
     columns.append(list(map(ctx.dedupe_key, map(dict.__getitem__, records, repeat("device_id")),
                             map(dict.__getitem__, records, repeat("event_id")))))
     columns.append([r[4] for r in rows])

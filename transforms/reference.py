@@ -39,6 +39,7 @@ from transforms.records import (
     parse_line,
     validate,
 )
+from transforms.special_text import count_special_values
 from transforms.urls import SECRET_LIKE
 from transforms.withdrawals import micros, withdrawn_basis
 
@@ -51,11 +52,14 @@ def _count_removed(rec: dict, tpol, ctx: SanitizeContext, stats: Counter) -> Non
                 stats[f"removed_field/{tpol.name}/{path}{ctx.reportable_name(key)}"] += 1
 
 
-def _row(ctx: SanitizeContext, tpol, rec: dict, event_time, country, locations, origin) -> tuple[dict, str | None]:
-    """One output row as a dict, or the failing field when a transform raised."""
+def _row(ctx: SanitizeContext, tpol, rec: dict, event_time, country, locations,
+         origin) -> tuple[dict, str | None, list[tuple[str, tuple[str, ...]]]]:
+    """One output row as a dict, the failing field when a transform raised, and the fields whose
+    value held special-category data (field path, categories)."""
     row: dict[str, Any] = {}
+    special: list[tuple[str, tuple[str, ...]]] = []
 
-    def apply(rule, value) -> str | None:
+    def apply(rule, value, path: str = "") -> str | None:
         names = [f.name for f in rule.output_columns()]
         if value is None:
             row.update(dict.fromkeys(names))
@@ -66,6 +70,9 @@ def _row(ctx: SanitizeContext, tpol, rec: dict, event_time, country, locations, 
             row.update(dict.fromkeys(names))
             return f"{rule.name}: {exc.__class__.__name__}"
         row.update(zip(names, out, strict=True))
+        categories = getattr(out, "categories", None)
+        if categories:
+            special.append((path + rule.name, categories))
         return None
 
     failed = None
@@ -76,11 +83,11 @@ def _row(ctx: SanitizeContext, tpol, rec: dict, event_time, country, locations, 
     row["country"] = country
     row["processing_locations"] = locations
     for rule in tpol.fields:
-        error = apply(rule, rec["data"].get(rule.name))
+        error = apply(rule, rec["data"].get(rule.name), "data.")
         failed = failed or error
     row["_key"] = ctx.dedupe_key(rec["device_id"], rec["event_id"])
     row["_origin"] = origin
-    return row, failed
+    return row, failed, special
 
 
 ROW, QUARANTINED, DROPPED = "row", "quarantined", "dropped"
@@ -135,11 +142,13 @@ def sanitize_one(ctx: SanitizeContext, source: str, source_index: int, line_no: 
         area = "locked"
     _count_removed(rec, tpol, ctx, stats)
     country, region, locations = ctx.region(rec.get("country"))
-    row, failed = _row(ctx, tpol, rec, event_time, country, list(locations),
-                       (source_index << ORIGIN_LINE_BITS) | line_no)
+    row, failed, special = _row(ctx, tpol, rec, event_time, country, list(locations),
+                                (source_index << ORIGIN_LINE_BITS) | line_no)
     if failed:
         stats["quarantined/transform_error"] += 1
         return QUARANTINED, (source, line_no, "transform_error", f"{tpol.name}.{failed}", "", 0, "")
+    for path, categories in special:
+        count_special_values(stats, path, categories)
     for rule in (*policy.envelope, *tpol.fields):
         if rule.transform == "url" and row[rule.output_columns()[-1].name] == SECRET_LIKE:
             stats["fields_removed/url_secret_like"] += 1

@@ -28,10 +28,12 @@ from pathlib import Path
 
 import re2
 
+from transforms.special import fold_lookalikes, hides_characters
+
 REDACTED = "[REDACTED]"
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "schemas" / "secrets.toml"
 _KINDS = ("token", "context", "url")
-_CHECKS = ("basic_auth", "entropy", "not_port")
+_CHECKS = ("basic_auth", "entropy", "not_port", "password_like")
 _RULE_KEYS = {"id", "kind", "regex", "check", "except_words", "require_words", "keep_values"}
 _MAX_PASSES = 4
 _RE2_MEMORY = 256 << 20  # per compiled pattern; the DFA grows lazily, only as far as the input needs
@@ -143,12 +145,19 @@ def _not_port(token: str) -> bool:
     return _PORT_SPEC.fullmatch(token) is None
 
 
+def _password_like(token: str) -> bool:
+    """A digit, a symbol, upper case after the first letter, or 12+ characters: `Manager` and
+    `protected` after the word password are words, `hunter2` and `S3cret!` are not."""
+    return len(token) >= 12 or any(not c.isalpha() for c in token) or token[1:] != token[1:].lower()
+
+
 def _words_before(words: tuple[str, ...]) -> re.Pattern[str]:
     """One of `words` (a program name, `.exe` optional) as a whole word."""
     return re.compile(r"(?i)(?<![\w-])(?:" + "|".join(map(re.escape, words)) + r")(?:\.exe)?(?![\w-])")
 
 
-_CHECK_FUNCS = {"basic_auth": _basic_auth, "entropy": looks_random, "not_port": _not_port}
+_CHECK_FUNCS = {"basic_auth": _basic_auth, "entropy": looks_random, "not_port": _not_port,
+                "password_like": _password_like}
 _NAMED_GROUP = re.compile(r"\(\?P<[A-Za-z0-9_]+>")
 _COLUMN_NUMBER = re.compile(r"\d{1,3}(?:,\d{1,3})?")
 _SIMPLE_CLASS = re.compile(r"\[[^\]\[()|]+\]\{\d+,\d*\}(?:=\{0,2\})?")
@@ -263,9 +272,27 @@ class SecretSweep:
 
     def sweep(self, text: str) -> tuple[str, int]:
         """(text with every finding replaced, number of replacements). Non-ASCII text is read
-        in NFKC form (`ｇｈｐ_…` is `ghp_…`), which is returned when something was replaced."""
+        in NFKC form (`ｇｈｐ_…` is `ghp_…`), which is returned when something was replaced;
+        text with invisible or look-alike characters is then read once more as a reader sees
+        it (`fold_lookalikes`: `pass\u00adword=`, `раsswоrd:`, `ghp_…\u200b…`), and that form
+        is returned when it shows more."""
         if not text:
             return text, 0
+        out, n = self._sweep_form(text)
+        if hides_characters(text):      # read the whole value as a reader sees it: a token cut by
+            folded = fold_lookalikes(text)   # a Cyrillic letter is one token, not a prefix and a rest
+            again, m = self._sweep(folded)
+            if m and m >= n:
+                return again, m
+        if not (out.isascii() and out.isprintable()):
+            folded = fold_lookalikes(out)
+            if folded != out:
+                again, m = self._sweep(folded)
+                if m:
+                    return again, n + m
+        return out, n
+
+    def _sweep_form(self, text: str) -> tuple[str, int]:
         if not text.isascii():
             norm = unicodedata.normalize("NFKC", text)
             if norm != text:

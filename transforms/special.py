@@ -21,7 +21,7 @@ _NGRAM_MAX = 4
 _CONFUSABLES_FILE = Path(__file__).resolve().parent.parent / "schemas" / "confusables.txt"
 # Digits and symbols read as letters, and the letters a look-alike could stand for: both sides of a
 # comparison are brought to this "loose" form, so `h3alth`, `hea1th` and `heaIth` all read `heaith`.
-_LOOSE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "l": "i"})
+LOOSE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "l": "i"})
 
 
 def _load_confusables() -> dict[int, str]:
@@ -34,12 +34,19 @@ def _load_confusables() -> dict[int, str]:
 
 
 _CONFUSABLES = _load_confusables()
+# Latin letters with a stroke or ligatures: no decomposition takes them to ASCII (`muzułmanin`, `Straße`).
+_CONFUSABLES.update({ord(k): v for k, v in {
+    "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ø": "o", "Ø": "O", "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE",
+    "œ": "oe", "Œ": "OE", "ħ": "h", "Ħ": "H", "ŧ": "t", "Ŧ": "T", "þ": "th", "Þ": "TH", "ð": "d", "Ð": "D"}.items()
+    if ord(k) not in _CONFUSABLES})
 
 
 def skeleton(key: str) -> str:
     """`key` in ASCII letters where a character only looks like one (UTS #39 confusables:
     Cyrillic `е`, Greek `Ι`, small capital `ʜ` ...), compatibility forms folded (NFKC: full-width,
     mathematical letters), accents removed; other characters are dropped. Case is kept for words."""
+    if key.isascii():
+        return key
     out = []
     for ch in unicodedata.normalize("NFKC", key):
         if ch.isascii():
@@ -56,6 +63,57 @@ def skeleton(key: str) -> str:
     return "".join(out)
 
 
+_DROPPED_CONTROLS = frozenset("\x85\u2028\u2029")
+_WORD_SPLIT_BY_LINE = re.compile(r"(?<=[A-Za-z0-9_])[\r\n]+(?=[A-Za-z0-9_])")
+_MIXED_WORD = re.compile(r"\w+")
+
+
+def fold_lookalikes(text: str) -> str:
+    """`text` as a reader sees it, for the secret scan of text that hides a keyword or token:
+    NFKC, invisible characters removed (zero-width, soft hyphen, bidi controls, C0/C1 controls
+    but tab and line breaks, NEL, line and paragraph separators), accents removed, a line break
+    inside a word removed, and in a word that mixes ASCII with Cyrillic or Greek letters those
+    letters read as their Latin look-alike (`раsswоrd` -> `password`; one without a look-alike
+    reads `x`, so `sk_live_sокrq...` is still one token). Other scripts stay as they are."""
+    out = []
+    for ch in unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text)):
+        cat = unicodedata.category(ch)
+        if cat == "Cf" or cat == "Mn" or ch in _DROPPED_CONTROLS or (cat == "Cc" and ch not in "\t\n\r"):
+            continue
+        out.append(ch)
+    folded = _WORD_SPLIT_BY_LINE.sub("", unicodedata.normalize("NFC", "".join(out)))
+    if folded.isascii():
+        return folded
+    return _MIXED_WORD.sub(_latin_lookalikes, folded)
+
+
+_HIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+
+
+def hides_characters(text: str) -> bool:
+    """True when `text` has characters a reader does not see (controls, zero-width, soft hyphen, bidi,
+    line separators) or a word that mixes ASCII with Greek or Cyrillic letters: the signs of a
+    keyword or token spelled to slip past a scan."""
+    if text.isascii():
+        return _HIDDEN.search(text) is not None
+    return _HIDDEN.search(text) is not None or any(
+        _latin_lookalikes(m) != m[0] for m in _MIXED_WORD.finditer(text) if not m[0].isascii())
+
+
+def _latin_lookalikes(m: re.Match) -> str:
+    word = m[0]
+    if word.isascii() or not any(c.isascii() and c.isalnum() for c in word):
+        return word
+    out = []
+    for ch in word:
+        if not ch.isascii() and unicodedata.name(ch, "").startswith(("CYRILLIC", "GREEK")):
+            mapped = _CONFUSABLES.get(ord(ch)) or _CONFUSABLES.get(ord(ch.lower())) or "x"
+            out.append(mapped.upper() if ch.isupper() else mapped)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def words(key: str) -> list[str]:
     """`healthStatus` / `health-status` / `Santé_Données` / `hеalth` (Cyrillic е) -> ['health', ...]."""
     return [w for w in _SPLIT.split(_CAMEL.sub("_", skeleton(key)).lower()) if w]
@@ -63,7 +121,7 @@ def words(key: str) -> list[str]:
 
 def loose(word: str) -> str:
     """Digits for letters and l/i look-alikes folded: `h3a1th` -> `heaith`, `health` -> `heaith`."""
-    return word.translate(_LOOSE)
+    return word.translate(LOOSE)
 
 
 def _candidates(ws: list[str]) -> list[str]:
@@ -98,6 +156,11 @@ def native_words(key: str) -> list[str]:
     text = unicodedata.normalize("NFKC", _CAMEL.sub("_", key)).casefold()
     text = "".join(ch for ch in unicodedata.normalize("NFD", text) if not unicodedata.combining(ch))
     return [w for w in _NATIVE_SPLIT.split(unicodedata.normalize("NFC", text)) if w]
+
+
+def is_cjk(ch: str) -> bool:
+    """True for a Chinese, Japanese or Korean character: such text has no separators between words."""
+    return _is_cjk(ch)
 
 
 def _is_cjk(ch: str) -> bool:

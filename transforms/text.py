@@ -214,7 +214,7 @@ _LONG_WORDS = (
 _SHORT_WORDS = (
     "pass|pwd|pw|user|userid|uid|sid|auth|sig|key|login|cred|creds|hash|hashes|session|cookie|author"
     "|identity|passin|passout|aeskey|ntlm|rc4|cert|key[-_]id|user[-_]name|user[-_]id|session[-_]id"
-    "|member|members|obj"
+    "|member|members|obj|usr"
 )
 _NAME_RE = re.compile(
     rf"(?:[a-z0-9]{{1,30}}[-_.]){{0,6}}[a-z0-9]{{0,30}}(?:{_LONG_WORDS})"
@@ -226,7 +226,7 @@ _LONG_NAME_RE = re.compile(
 )
 _USER_ENDINGS = (
     "username", "user_name", "user-name", "userid", "user_id", "user-id", "user", "uid", "login", "identity",
-    "samaccountname", "userprincipalname", "member", "members", "obj",
+    "samaccountname", "userprincipalname", "member", "members", "obj", "usr",
 )
 _NAME_EXCLUDED = frozenset({"usedefaultcredentials", "usedefaultcredential", "defaultcredentials"})
 _KIND_CACHE: dict[str, str | None] = {}
@@ -366,7 +366,7 @@ _SLASH_NAMES = frozenset({
     "user", "username", "ticket", "key", "krbkey", "hash", "creduser", "credpassword", "certificate", "pth",
     "token", "secret", "rp", "ru", "krbtgt", "aeskey", "certpass", "pfxpass",
 })
-_SLASH_GLUED = re.compile(r"[a-z0-9]{1,30}(?:password|passwd|token|secret|credential|username)")
+_SLASH_GLUED = re.compile(r"[a-z0-9]{1,30}(?:password|passwd|pwd|token|secret|credential|username)")
 _SLASH_USER_NAMES = frozenset({"u", "user", "username", "creduser", "ru"})
 # Windows switches that take a secret as the next token (`tool.exe /password x`) for any tool.
 _SLASH_SPACED_SECRETS = frozenset({"password", "passwd", "pwd", "pass", "secret", "token", "apikey"})
@@ -493,6 +493,10 @@ _tools(("winrs",), "", "u p")
 # Active Directory tools: `dsquery user -u CORP\bob -p PW`, `dsmod ... -pwd PW` (the word rule takes -pwd).
 _tools(("dsquery", "dsadd", "dsmod", "dsget", "dsrm", "dsmove"), "u p", "")
 _tools(("ssh-keygen",), "N P", "N P")     # new and old passphrase
+_tools(("snmpwalk", "snmpget", "snmpset", "snmpbulkwalk", "snmpbulkget", "snmpgetnext", "snmptable", "snmptrap",
+        "snmpdelta", "snmpdf", "snmpstatus", "snmptest", "snmpinform", "snmpusm", "onesixtyone"), "c u A X", "c")
+_tools(("ipmitool",), "U P", "U P")
+_tools(("mosquitto_pub", "mosquitto_sub", "mosquitto_rr"), "u P", "")
 _tools(("sudo", "doas", "runuser", "crontab", "pkill", "pgrep", "top", "htop", "killall"), "u")
 _tools(("useradd", "usermod"), "p")
 _tools(("schtasks", "tasklist", "taskkill", "systeminfo", "getmac", "driverquery", "openfiles", "eventcreate",
@@ -929,7 +933,7 @@ class _Run:
                 key_end = k
                 while k > 0 and key_end - k < 120 and (text[k - 1].isalnum() or text[k - 1] in "_.-"):
                     k -= 1
-                key = text[k:key_end].lstrip("-.")
+                key = text[k:key_end].lstrip("-._")      # `:_authToken=x` (.npmrc)
                 if not key or k > 0 and text[k - 1] == "_":
                     continue
                 kind: str | None
@@ -941,7 +945,7 @@ class _Run:
                     kind = _secret_kind(key)
                     if kind is None:
                         continue
-                v = i + 1
+                v = i + 2 if text.startswith("=>", i) else i + 1    # `:password => "x"` (Ruby, Perl, PHP)
                 while v < len(text) and v - i <= 8 and text[v] in " \t":
                     v += 1
                 e = self.value_edit(_KV_VALUE_RE.match(text, v), kind)
@@ -1081,14 +1085,25 @@ class _Run:
         return _splice(text, iter(kept))
 
 
+# Characters a reader does not see inside a word (NUL and other C0/C1 controls, NEL, line and paragraph
+# separators, zero-width and other format characters): `-u bob\x85by` is the account `bobby`.
+_INVISIBLE = re.compile(r"(?<=\w)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064"
+                        r"\ufeff]+(?=\w)")
+
+
+# Zero-width, soft hyphen and bidi controls: removed wherever they are (`a\u200b@b.example` is an address).
+_FORMAT_CHARS = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]+")
+
+
 def _normalize(text: str) -> str:
-    """NFKC (`ｐａｓｓｗｏｒｄ` -> `password`) and PowerShell's dashes before a letter (`–Password`) as '-'."""
-    return _PS_DASH.sub("-", unicodedata.normalize("NFKC", text))
+    """NFKC (`ｐａｓｓｗｏｒｄ` -> `password`), PowerShell's dashes before a letter (`–Password`) as '-',
+    format characters removed, and invisible controls inside a word removed."""
+    return _INVISIBLE.sub("", _FORMAT_CHARS.sub("", _PS_DASH.sub("-", unicodedata.normalize("NFKC", text))))
 
 
 def _scrub(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer, depth: int = 0) -> tuple[str, int]:
     """Scrub the normalised text; the original comes back untouched when there was nothing to replace."""
-    if not text.isascii():
+    if not text.isascii() or not text.isprintable() and _INVISIBLE.search(text):
         norm = _normalize(text)
         if norm != text:
             out, n = _scrub_normal(norm, pseudonym, reduce_url, depth)
