@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.policy import FieldRule
+from transforms.identifiers import token_shape
 from transforms.pseudonym import Pseudonymizer
 from transforms.secrets import HEX_ID, SAFE_SHORT_TOKEN, SID_LIKE
 from transforms.special_text import SpecialText
@@ -29,6 +30,7 @@ from transforms.urls import UrlSanitizer
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _RFC3339_NO_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?")
+_IDENTIFIER_SHAPE = token_shape()  # compiled once here, not in every Arrow kernel call's argument
 _VECTOR_MIN = 64  # shorter lists of new values are proven clean value by value (TextScrubber)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _INT64 = (-(2**63), 2**63 - 1)
@@ -140,10 +142,13 @@ class FieldEngine:
     def clean_mask(self, values: pa.Array) -> pa.Array:
         """True where the free-text rule provably leaves a string unchanged: a single plain token
         shorter than any secret rule's match (`SAFE_SHORT_TOKEN`, no account SID), or a lower-case
-        hex identifier (`HEX_ID`: UUIDs, hashes). Two small RE2
+        hex identifier (`HEX_ID`: UUIDs, hashes), not shaped like a raw identifier
+        (`transforms/identifiers.py::token_shape`). Three small RE2
         kernels over the column; every other value goes through the rule (memoised)."""
         clean = pc.and_(pc.match_substring_regex(values, f"^(?:{SAFE_SHORT_TOKEN}|{HEX_ID})$"),
                         pc.invert(pc.match_substring_regex(values, SID_LIKE)))
+        # a token shaped like a raw identifier (`50-3F-A9-A3-C3-E3`, 12 or 15 digits) goes through the rule
+        clean = pc.and_(clean, pc.invert(pc.match_substring_regex(values, _IDENTIFIER_SHAPE)))
         clean = pc.fill_null(clean, False)
         if self.special is not None:
             clean = self._without_terms(values, clean)

@@ -56,6 +56,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 
+from transforms.identifiers import scrub_identifiers
 from transforms.secrets import SecretSweep, default_sweep, is_safe_token, join_userinfo
 
 REDACTED = "[REDACTED]"
@@ -1172,7 +1173,8 @@ def scrub_free_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer,
         out, k = scrub_text(out, pseudonym, reduce_url)
         n += k
     out, m = sweep.sweep(out)
-    return out, n + m
+    out, k = scrub_identifiers(out)  # MAC, IMEI, serials, accounts: transforms/identifiers.py
+    return out, n + m + k
 
 
 class TextScrubber:
