@@ -167,6 +167,8 @@ def test_every_rule_finds_something_in_the_leak_corpus(sweep):
         "atlassian-token": "ATATT3xFfGF0Zq0123456789abcdefghijABCDEFGHIJ0123",
         "grafana-token": "glsa_Zq0123456789abcdefghijABCDEFGHIJ_01234567",
         "postman-key": "PMAK-" + "a" * 24 + "-" + "b" * 34,
+        "aws-access-key-id-any-case": "akia" + "zq01" * 4,
+        "secret-store-value": "aws ssm put-parameter --name /app/db --value Zq0123 --type SecureString",
         "dynatrace-token": "dt0c01." + "AB12" * 6 + "." + "CD34" * 16,
         "hubspot-private-app-token": "pat-na1-0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f",
         "nuget-api-key": "oy2" + "ab1" * 14 + "c",
