@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_columnar import URL_VISIT, fresh, good_lines, variant
 from test_fast_path import assert_same
+from test_secrets import scrub as free_text  # the free-text rule with fixed pseudonym and URL stand-ins
 
 from transforms.columnar import sanitize_columnar
 from transforms.identifiers import (
@@ -25,22 +26,9 @@ from transforms.identifiers import (
 )
 from transforms.records import sanitize_lines
 from transforms.reference import sanitize_lines_reference
-from transforms.text import scrub_free_text
 
 PLACEHOLDER = "[id]"
 ZW = "\u200b\u200c\u200d\u2060"
-
-
-def _pz(kind: str, value: str) -> str:
-    return "0123456789abcdef0123456789abcdef"
-
-
-def _url(url: str) -> str:
-    return "https://h.example"
-
-
-def free_text(text: str) -> str:
-    return scrub_free_text(text, _pz, _url)[0]
 
 
 def hidden(text: str) -> str:
