@@ -107,7 +107,7 @@ def read_lines(path: str, warnings: list[str]) -> Iterator[bytes]:
         if stream.fault is not None:
             at, lost, reason = stream.fault
             rest = f", the {lost} bytes from there on were not" if lost else ""
-            warnings.append(f"{path}: {reason} (compressed byte {at}); the lines before it were replayed{rest}")
+            warnings.append(f"{path}: {reason} (byte {at} of the file); the lines before it were replayed{rest}")
 
 
 # ------------------------------------------------------------------ timestamps
