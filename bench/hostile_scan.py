@@ -56,13 +56,20 @@ def grams(core: str) -> tuple[int, list[str]]:
 
 
 class Index:
-    """Fragment -> plants, and the searched fragment lengths."""
+    """Fragment -> plants, and the searched fragment lengths. A fragment that the plant's own template
+    words hold (its value with the planted cores cut out: `fetch origin` of one template in the value
+    that holds all of them shares `h origin` with the core `Kurdish origin`) is no leak of that plant."""
 
     def __init__(self, plants: list[dict[str, Any]]) -> None:
         self.by_gram: dict[str, set[int]] = defaultdict(set)
         self.sizes: set[int] = set()
         self.unsearchable: list[int] = []
+        self.decor: dict[int, str] = {}
         for pid, plant in enumerate(plants):
+            decor = norm(plant.get("value", ""))
+            for core in plant["cores"]:
+                decor = decor.replace(core["core"], "\n")
+            self.decor[pid] = decor
             found = False
             for core in plant["cores"]:
                 size, frags = grams(core["core"])
@@ -83,10 +90,12 @@ class Index:
         for n in variants:
             for size in self.sizes:
                 for i in range(len(n) - size + 1):
-                    pids = self.by_gram.get(n[i:i + size])
+                    frag = n[i:i + size]
+                    pids = self.by_gram.get(frag)
                     if pids:
                         for pid in pids:
-                            hits.setdefault(pid, n[i:i + size])
+                            if pid not in hits and frag not in self.decor[pid]:
+                                hits[pid] = frag
         return hits
 
 

@@ -15,6 +15,10 @@ Classes (issue 13):
   5  duplicate keys that would open the consent gate or the children rule
   7  special-category field names in disguise (look-alike letters, digits for letters,
      dotted or glued spellings, terms of more categories and languages)
+  8  disguised identifiers and secrets: percent-encoded once or more, an -EncodedCommand
+     holding a credential (no byte of its payload may survive), look-alike letters in a tool's
+     switch, spelled-out addresses (`bob [at] example [dot] org`), per-user system paths
+     (crontabs, mailboxes), a line break inside an account name or address
 
 Every value is synthetic: token formats are built from the providers' documented shapes
 (prefix, alphabet, length) with random characters, so nothing here is a real secret. A
@@ -184,6 +188,32 @@ _CLASS4 = [
     ("scheme-relative", "fetch //zqalice{U}:{S}@h.example/path"),
 ]
 
+_CLASS8 = [
+    ("crontab", "/var/spool/cron/crontabs/zqbob{U}"),
+    ("crontab-rhel", "crontab -u zqbob{U} -l > /var/spool/cron/zqbob{U}"),
+    ("mailbox", "mail spool /var/mail/zqbob{U} is full"),
+    ("email-bracket-at", "zqbob{U} [at] example [dot] org"),
+    ("email-paren-at", "contact zqbob{U}(at)corp.example.com"),
+    ("email-spelled", "mail zqbob{U} at example dot com"),
+    ("profile-percent", "%2FUsers%2Fzqbob{U}%2FDownloads%2Fa.dmg"),
+    ("profile-percent-windows", "C:%5CUsers%5Czqbob{U}%5CDocuments%5Cx.docx"),
+    ("url-double-percent", "url=https%253A%252F%252Fzqbob{U}%253A{S}%2540db.example"),
+    ("password-percent", "agent --password%3D{S}"),
+    ("cyrillic-switch", "sshp\u0430ss -\u0440 {S} ssh zqbob{U}@10.0.0.1"),
+    ("cyrillic-switch-mysql", "mysql -u zqbob{U} -\u0440{S}"),
+    ("linebreak-account", "psexec \\\\h.example -u CORP\\zq\nbob{U} -p {S} cmd"),
+    ("linebreak-email", "sent to zqbob{U}\nmail{U}@example.org at 10:04"),
+    ("encoded-command", "powershell.exe -NoP -Enc {E}"),
+]
+
+
+def _encoded_command(secret: str, user: str) -> tuple[str, str]:
+    """(-EncodedCommand payload holding a credential, its first 12 characters: `$pw='` encoded)."""
+    script = f"$pw='{secret}'; net use \\\\srv\\c$ $pw /u:zqbob{user}".encode("utf-16-le")
+    payload = base64.b64encode(script).decode()
+    return payload, payload[:12]
+
+
 # Special-category names in disguise (class 7): (planted name, expected category).
 SPECIAL_NAMES = [
     ("r\u0435ligion", "religion"),                 # Cyrillic e
@@ -268,6 +298,15 @@ def build_corpus(seed: int = 7, sample: int = 1):
         for name, template in _CLASS4:
             secret, user = p.password(), p.s(ALNUM, 6)
             values.append(("4", name, template.replace("{S}", secret).replace("{U}", user), [secret, "zqalice" + user]))
+        for name, template in _CLASS8:
+            secret, user = p.password(), p.s(string.digits, 6)
+            payload, head = _encoded_command(secret, user)
+            who = "bob" + user if "zq\nbob" in template else "zqbob" + user    # the part after the break
+            cores = [secret, who] if "{S}" in template else [who]
+            if "{E}" in template:
+                cores = [head]
+            values.append(("8", name, template.replace("{S}", secret).replace("{U}", user).replace("{E}", payload),
+                           cores))
         for t, (cls, name, value, cores) in enumerate(values):
             if (f + t) % sample:
                 continue

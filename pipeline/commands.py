@@ -250,7 +250,8 @@ def quiet_workers(beam_ns: argparse.Namespace, common: Common) -> contextlib.Abs
     from pipeline.worker_logs import filtered_stderr
 
     verbose = common.log_level in ("DEBUG", "INFO")
-    return filtered_stderr(verbose, lambda: cli.interrupted() and not common.debug)
+    return filtered_stderr(verbose, lambda: cli.interrupted() and not common.debug,
+                           json_lines=common.log_format == "json")
 
 
 def watch_command(argv: list[str], common: Common) -> int:

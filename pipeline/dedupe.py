@@ -7,6 +7,12 @@ partition (type, `user_region`, `event_date`: a retry carries the event's own ti
 country, so it lands in its original's partition) and drops a row whose
 `(device_id_pseudonym, event_id)` is there as `duplicate`, whenever its copy arrives.
 
+The streaming path does the same per window pane: before a pane's partition file is written,
+the rows whose key the table's current version holds in that partition are dropped, except
+those of the pane itself (a restart replays the pane and must find what it found before). Two
+panes written at the same moment do not see each other's rows, as with concurrent appending
+runs.
+
 State: none of its own. The committed tables are the state, so it is always consistent
 with what is committed (a run that failed before its commit added nothing to look up).
 What a run holds is the keys of one partition's committed rows at a time, in Arrow's
@@ -22,6 +28,7 @@ pseudonyms are not linkable across runs).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import numpy as np
@@ -63,6 +70,35 @@ def drop_committed(rows: pa.Table, keep: pa.Array, files: list[str], filesystem=
     if not n:
         return keep, 0
     return pa.array(origins[kept & ~seen], pa.int64()), n
+
+
+def drop_committed_rows(table: pa.Table, files: list[str], filesystem=None) -> tuple[pa.Table, int]:
+    """The rows of one partition whose (device, event) is not in the committed `files`, and how
+    many were dropped (the streaming path: its rows carry both key columns)."""
+    if not files or not table.num_rows:
+        return table, 0
+    seen = pc.fill_null(pc.is_in(row_keys(table), value_set=committed_keys(files, filesystem), skip_nulls=True),
+                        False)
+    n = pc.sum(seen).as_py() or 0
+    return (table.filter(pc.invert(seen)), n) if n else (table, 0)
+
+
+def table_partition_files(table_uri: str, user_region: str, event_date: str, skip: str = "") -> list[str]:
+    """Paths (under `table_uri`) of the files the table's current version names in one partition,
+    except those whose path holds `skip` (a streaming pane's own files: replaying the pane after a
+    restart must compute what it computed before). A table not created yet has none."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(table_uri):
+        return []
+    actions = pa.table(DeltaTable(table_uri).get_add_actions(flatten=True))
+    if not actions.num_rows:
+        return []
+    mine = pc.and_(pc.equal(actions.column("partition.user_region"), user_region),
+                   pc.equal(actions.column("partition.event_date"), event_date))
+    sep = "/" if "://" in table_uri else os.sep
+    return [f"{table_uri.rstrip('/')}{sep}{path}" for path in actions.filter(mine).column("path").to_pylist()
+            if not (skip and skip in path)]
 
 
 def committed_partition_files(output, skip: Iterable[str] = ()) -> dict[Partition, list[str]]:

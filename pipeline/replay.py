@@ -35,14 +35,13 @@ Bad arguments exit with code 2 and one line naming the problem.
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import re
 import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import orjson
 
@@ -50,7 +49,6 @@ from pipeline.cliparse import Parser
 from pipeline.files import InputError, expand_inputs
 from transforms.fields import FieldTypeError, parse_rfc3339
 
-GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 PROGRESS_EVERY = 2.0   # seconds between progress lines on stderr
 MIN_SLEEP = 0.005      # pacing sleeps shorter than this are folded into the next one
@@ -93,16 +91,23 @@ def expand_sources(patterns: list[str]) -> list[str]:
 
 def read_lines(path: str, warnings: list[str]) -> Iterator[bytes]:
     """Lines of a plain or gzip file (by content), each ending in exactly the bytes it had plus a final
-    '\\n' when the file's last line lacked one. A cut-off gzip file yields what could be read."""
-    with open(path, "rb", buffering=1 << 20) as raw:
-        gz = raw.peek(2)[:2] == GZIP_MAGIC  # type: ignore[attr-defined]  # a BufferedReader
-        stream: Any = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
-        try:
-            for line in stream:
-                yield line if line.endswith(b"\n") else line + b"\n"
-        except (OSError, EOFError) as exc:
-            warnings.append(f"{path}: could not read past a damaged part ({exc.__class__.__name__}); "
-                            "the lines before it were replayed")
+    '\\n' when the file's last line lacked one. A damaged or cut-off file yields every line before the
+    damage (the pipeline's own reader, pipeline/reading.py), and a warning says how much was not read."""
+    from pipeline.reading import open_telemetry  # imports Beam: only when a file is replayed
+
+    with open_telemetry(path) as stream:
+        tail = b""
+        while block := stream.read(1 << 20):
+            lines = (tail + block).split(b"\n")
+            tail = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+        if tail:
+            yield tail + b"\n"
+        if stream.fault is not None:
+            at, lost, reason = stream.fault
+            rest = f", the {lost} bytes from there on were not" if lost else ""
+            warnings.append(f"{path}: {reason} (byte {at} of the file); the lines before it were replayed{rest}")
 
 
 # ------------------------------------------------------------------ timestamps

@@ -4,7 +4,8 @@ Graph: source lines -> fixed windows (default 60 s, allowed lateness, late
 panes fire per late element) -> lines grouped into batches per window and
 shard -> `sanitize_columnar` (the batch code) -> rows grouped per window and
 partition -> one Parquet file per window, partition and pane, retries of one
-(device, event) removed within the window -> one Delta commit per table and pane,
+(device, event) removed within the window and against what earlier panes committed in the
+partition (pipeline/dedupe.py) -> one Delta commit per table and pane,
 exactly once across restarts: each commit carries the app transaction
 `telemetry-sanitizer/stream/<job>/<window>` with the pane number as version, and
 a table whose log holds it is not committed again (docs/tables.md). Files live in
@@ -39,6 +40,7 @@ from apache_beam.transforms import trigger, window
 
 from pipeline import lease
 from pipeline.cliparse import non_negative_int, positive_int
+from pipeline.dedupe import drop_committed_rows, table_partition_files
 from pipeline.graph import QUARANTINE, STATS, SumResults, gc_paused
 from pipeline.io import file_guard, output_fs, table_of, write_parquet
 from pipeline.tables import (
@@ -135,13 +137,22 @@ class _WriteWindowPartition(beam.DoFn):
             table = keep_copies(table, keep)
         table = as_written(table)
         name = table_of(key)
-        relative = (f"user_region={key.user_region}/event_date={key.event_date}/window={_window_tag(w)}/"
-                    f"part-pane{pane.index:03d}-{uuid.uuid4().hex[:8]}.parquet")
-        _write(table, self.output_dir, f"{name}/{relative}")
-        stats = Counter({"files_written": 1, f"written/{key.record_type}": table.num_rows})
+        own = f"window={_window_tag(w)}/part-pane{pane.index:03d}-"
+        fs, _ = output_fs(self.output_dir)
+        committed = table_partition_files(join(self.output_dir, name), key.user_region, key.event_date, skip=own)
+        table, retried = drop_committed_rows(table, committed, fs)  # retries of rows earlier panes committed
+        duplicates += retried
+        stats = Counter({f"written/{key.record_type}": table.num_rows})
         stats[f"output/{key.record_type}"] -= duplicates
         if duplicates:
             stats["dropped/duplicate"] += duplicates
+        if not table.num_rows:  # every row is committed already: no file
+            yield stats
+            return
+        relative = (f"user_region={key.user_region}/event_date={key.event_date}/{own}"
+                    f"{uuid.uuid4().hex[:8]}.parquet")
+        _write(table, self.output_dir, f"{name}/{relative}")
+        stats["files_written"] += 1
         yield stats
         lo, hi, nulls = time_bounds([table])
         yield WrittenFile(name, relative, table.num_rows, key.user_region, key.event_date, lo, hi, nulls)

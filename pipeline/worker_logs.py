@@ -6,21 +6,25 @@ to set its log level (the workers receive no pipeline options). So, for the dura
 run, file descriptor 2 is a pipe, and a thread copies to the real stderr every line except the
 workers' own below-WARNING log lines and known noise. Lines of this process (errors, progress)
 pass unchanged. After a SIGINT everything the workers print (their interrupted stacks) is
-dropped, unless --debug.
+dropped, unless --debug. With --log-format json each copied line becomes one JSON object, so a
+log collector never sees a plain worker line mixed into the JSON stream.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 # Python's default log format in the workers (logging.basicConfig): LEVEL:logger:message
 _WORKER_LINE = re.compile(rb"^(DEBUG|INFO):[\w.]+:")
 _NOISE = (b"No semi_persistent_directory found", b"apitools not found")
+_LEVELED = re.compile(rb"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):([\w.]+):(.*)$", re.S)
 
 
 def keep_line(line: bytes, verbose: bool) -> bool:
@@ -30,8 +34,25 @@ def keep_line(line: bytes, verbose: bool) -> bool:
     return verbose or not _WORKER_LINE.match(line)
 
 
+def as_json_line(line: bytes) -> bytes:
+    """One stderr line as a JSON log object; a line that already is one passes unchanged. Worker
+    lines keep their level and logger; anything else (a traceback line) is level "error"."""
+    text = line.rstrip(b"\r\n")
+    if text.lstrip().startswith(b"{"):
+        return text + b"\n"
+    leveled = _LEVELED.match(text)
+    if leveled:
+        level, logger, message = (part.decode("utf-8", "replace") for part in leveled.groups())
+        level = level.lower()
+    else:
+        level, logger, message = "error", "beam-worker", text.decode("utf-8", "replace")
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": level, "logger": logger,
+             "message": message}
+    return json.dumps(entry, ensure_ascii=False).encode() + b"\n"
+
+
 @contextlib.contextmanager
-def filtered_stderr(verbose: bool, dropping: Callable[[], bool]) -> Iterator[None]:
+def filtered_stderr(verbose: bool, dropping: Callable[[], bool], json_lines: bool = False) -> Iterator[None]:
     """Filter fd 2 for the duration of the block (see the module docstring). `dropping()` turns
     true after an interrupt: from then on nothing is copied."""
     try:
@@ -49,6 +70,8 @@ def filtered_stderr(verbose: bool, dropping: Callable[[], bool]) -> Iterator[Non
             for line in pipe:
                 if dropping() or not keep_line(line, verbose):
                     continue
+                if json_lines and line.strip():
+                    line = as_json_line(line)
                 with contextlib.suppress(OSError):
                     os.write(saved, line)
 

@@ -248,6 +248,28 @@ def test_json_log_format_turns_every_stderr_line_into_json(tmp_path):
     assert doc["level"] == "error" and "missing.toml" in doc["message"]
 
 
+def test_json_log_format_covers_the_beam_workers_stderr(tmp_path):
+    # INFO lets the workers' own start-up lines through the filter, so there is something to convert
+    proc = run_cli("--log-format", "json", "--log-level", "INFO", "--input", SAMPLE[0], "--output",
+                   str(tmp_path / "o"), "--as-of", AS_OF, "--pseudonym-key-file", KEY, "--direct_num_workers=2",
+                   "--direct_running_mode=multi_processing")
+    assert proc.returncode == 0, proc.stderr
+    docs = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+    assert any(d["logger"].startswith("apache_beam") for d in docs), proc.stderr[-2000:]
+    assert all({"time", "level", "logger", "message"} <= d.keys() for d in docs)
+
+
+def test_worker_lines_become_json_objects_with_their_level():
+    from pipeline.worker_logs import as_json_line
+
+    doc = json.loads(as_json_line(b"WARNING:apache_beam.runners.worker:slow bundle\n"))
+    assert (doc["level"], doc["logger"], doc["message"]) == ("warning", "apache_beam.runners.worker", "slow bundle")
+    doc = json.loads(as_json_line(b"  File \"x.py\", line 3, in f\n"))
+    assert doc["level"] == "error" and doc["message"] == '  File "x.py", line 3, in f'
+    already = b'{"level": "info", "message": "m"}\n'
+    assert as_json_line(already) == already
+
+
 def test_schema_as_table_json_and_sql_covers_every_column(capsys):
     from schemas.policy import load_policy
 

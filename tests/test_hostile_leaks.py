@@ -2,12 +2,11 @@
 
 `bench/hostile_scan.py` runs the CLI on the whole corpus and searches every output file; this is
 the in-process slice the suite can afford: one planted record in three (every class, template and
-field still appear), through the columnar path, every string of each output and quarantine row
+field still appear) and every parser trick, through the columnar path, every string of each output and quarantine row
 searched for the fragments of the value planted on that row's input line (not those the
-template's own words hold: `medication=` is no leak of `medicatie`). Parser tricks need the
-file reader and stay with the scanner. One kind of finding is known and left out, with the
-reason in docs/free-text.md: the re-encoded `-Enc` payload (its leading base64 encodes `$pw='`,
-not the secret). Special-category values in prose are no longer left out (transforms/special_text.py).
+template's own words hold: `medication=` is no leak of `medicatie`). Parser tricks are read by
+the columnar reader here; what only the file reader sees (a line past the length limit) is the
+scanner's. No template is left out.
 """
 
 from __future__ import annotations
@@ -28,11 +27,6 @@ from schemas.policy import load_policy  # noqa: E402
 from transforms.columnar import sanitize_columnar  # noqa: E402
 from transforms.records import ORIGIN_LINE_BITS, SanitizeContext  # noqa: E402
 
-KNOWN = {(None, "ps_encodedcommand_cred")}
-# The corpus's second round of templates reached main while this work was landing; these still leak
-# and are open work (docs/free-text.md). Any other leaking template fails the test.
-OPEN = {"r2_crontab", "r2_cyrillic_tool_switch", "r2_double_encoded", "r2_email_obfuscated",
-        "r2_encoded_profile"}
 LINE_MASK = (1 << ORIGIN_LINE_BITS) - 1
 
 
@@ -47,9 +41,9 @@ def _row_strings(table: pa.Table) -> dict[int, list[str]]:
     return out
 
 
-def test_the_hostile_corpus_leaks_nothing_but_the_known_cases():
+def test_the_hostile_corpus_leaks_nothing():
     lines, manifest = hostile_corpus.build(seed=13)
-    plants = [m for i, m in enumerate(manifest) if m["class"] != "parser_trick" and i % 3 == 0]
+    plants = [m for i, m in enumerate(manifest) if m["class"] == "parser_trick" or i % 3 == 0]
     by_line = {m["line"]: pid for pid, m in enumerate(plants)}
     index = hostile_scan.Index(plants)
     ctx = SanitizeContext(policy=load_policy(), key=b"hostile-corpus-test-key-0123456789ab",
@@ -75,6 +69,5 @@ def test_the_hostile_corpus_leaks_nothing_but_the_known_cases():
                 decor = decor.replace(core["core"], "\n")
             if frag in decor:
                 continue    # the template's own words (`medication=` shares `medicati` with `medicatie`)
-            if (plant["class"], None) not in KNOWN and (None, plant["template"]) not in KNOWN:
-                leaked.append(f"{plant['template']} in {plant['type']}.{plant['field']}")
-    assert sorted({x.split(" in ")[0] for x in leaked} - OPEN) == []
+            leaked.append(f"{plant['template']} in {plant['type']}.{plant['field']}")
+    assert leaked == []

@@ -440,3 +440,18 @@ def test_watch_stops_on_sigint_after_the_current_batch(tmp_path, capsys):
     assert "SIGINT" in captured.err
     assert [len(e["files"]) for e in ledger(landing)] == [1]
     assert datetime.fromisoformat(ledger(landing)[0]["ended_at"]) <= datetime.now(UTC)
+
+
+def test_replay_reads_a_cut_gzip_file_up_to_the_cut_and_says_what_it_missed(tmp_path):
+    import zlib
+
+    from pipeline.replay import read_lines
+
+    data = gzip.compress(b"".join(b'{"n": %d, "pad": "%s"}\n' % (i, b"x" * (i % 97)) for i in range(20_000)))
+    cut = tmp_path / "cut.ndjson.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    warnings: list[str] = []
+    got = b"".join(read_lines(str(cut), warnings))
+    decodable = zlib.decompressobj(31).decompress(data[: len(data) // 2])  # every byte before the cut
+    assert got == decodable + b"\n"  # the cut line too, given its newline as the contract's last line is
+    assert len(warnings) == 1 and "cut short" in warnings[0] and "lines before it were replayed" in warnings[0]

@@ -505,6 +505,49 @@ def test_what_the_new_rules_leave_alone(text):
     assert scrub(text) == text
 
 
+# Third round: the hostile corpus's second-round templates and line breaks inside a value.
+@pytest.mark.parametrize("text, secret", [
+    ("/var/spool/cron/crontabs/zqbob47", "zqbob47"), ("crontab -l > /var/spool/cron/zqbob47", "zqbob47"),
+    ("/var/mail/zqbob47", "zqbob47"), ("/var/spool/mail/zqbob47", "zqbob47"), ("/usr/lib/cron/tabs/zqbob47", "zqbob47"),
+    ("zqbob47 [at] example [dot] org", "zqbob47"), ("zqbob47[at]example[dot]com", "zqbob47"),
+    ("mail zqbob47(at)corp.example.com", "zqbob47"), ("zqbob47 {at} example.org", "zqbob47"),
+    ("contact zqbob47 at example dot com", "zqbob47"), ("zqbob47 AT mail DOT example DOT de", "zqbob47"),
+    ("%2FUsers%2Fzqbob47%2FDownloads%2Fa.dmg", "zqbob47"), ("C:%5CUsers%5Czqbob47%5Cx.txt", "zqbob47"),
+    ("url=https%253A%252F%252Fzqbob47%253AZqS3cretPw%2540db.example", "zqbob47"),
+    ("url=https%253A%252F%252Fzqbob47%253AZqS3cretPw%2540db.example", "ZqS3cretPw"),
+    ("copy %25252FUsers%25252Fzqbob47 x", "zqbob47"),
+    ("sshраss -р ZqS3cretPw ssh rооt@10.0.0.1", "ZqS3cretPw"), ("mysql -u root -р ZqS3cretPw", "ZqS3cretPw"),
+    ("psexec64.exe \\\\build.example -u CONTOSO\\zqopi\nsure96 -p x -accepteula cmd.exe", "sure96"),
+    ("report sent to zqbobg\nbby04@example.org at 10:04", "zqbobg"),
+    # a `net use` does not run on past a `;` into the next command (it took `user` there for a password)
+    ("net use * \\\\10.0.0.1\\C$ /user:zqann01 ZqPw0 ; net user zqbob01 ZqPw1 /add ; "
+     "open files.example\nuser zqcarol01 ZqS3cretPw\nbinary", "zqcarol01"),
+    # a script's lines are read before a line break inside a word is joined
+    ("x\u200b ; open files.example\nuser zqbob ZqS3cretPw\nbinary", "ZqS3cretPw"),
+])
+def test_third_round_finding_is_removed(text, secret):
+    out = scrub(text)
+    assert secret not in out, out
+
+
+@pytest.mark.parametrize("text", [
+    "Error at System.IO.File.Open", "failed at 10:04", "sent at example.org", "saved at C:\\Temp\\x",
+    "/var/log/syslog", "/var/spool/cron/crontabs/root", "/var/spool/cron/crontabs", "C:\\Program%20Files\\x.exe",
+    "%APPDATA%\\x", "%DEFAULTUSERPROFILE%", "-пароль", "Антивирус Касперского",
+    "line one\nline two", "a 100% b", "%41%42 ok",
+])
+def test_what_the_third_round_rules_leave_alone(text):
+    assert scrub(text) == text
+
+
+def test_an_encoded_command_holding_a_credential_keeps_none_of_its_bytes():
+    import base64
+    script = "$pw='ZqS3cretPw'; net use \\\\srv\\c$ $pw /u:adm"
+    enc = base64.b64encode(script.encode("utf-16-le")).decode()
+    out = scrub(f"powershell.exe -NoP -Enc {enc}")
+    assert out == "powershell.exe -NoP -Enc [REDACTED]"
+
+
 def test_keep_values_and_require_words_are_read_from_the_rule_file(tmp_path):
     rules = tmp_path / "s.toml"
     rules.write_text("[[rule]]\nid = 'g'\nkind = 'context'\ncheck = 'not_port'\nkeep_values = ['-path']\n"

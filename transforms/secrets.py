@@ -280,10 +280,12 @@ class SecretSweep:
             return text, 0
         out, n = self._sweep_form(text)
         if hides_characters(text):      # read the whole value as a reader sees it: a token cut by
-            folded = fold_lookalikes(text)   # a Cyrillic letter is one token, not a prefix and a rest
+            # a Cyrillic letter is one token, not a prefix and a rest; line breaks are joined below,
+            # in what this reading left (a script's lines are read before they are merged)
+            folded = fold_lookalikes(text, join_lines=False)
             again, m = self._sweep(folded)
             if m and m >= n:
-                return again, m
+                out, n = again, m
         if not (out.isascii() and out.isprintable()):
             folded = fold_lookalikes(out)
             if folded != out:

@@ -68,20 +68,24 @@ _WORD_SPLIT_BY_LINE = re.compile(r"(?<=[A-Za-z0-9_])[\r\n]+(?=[A-Za-z0-9_])")
 _MIXED_WORD = re.compile(r"\w+")
 
 
-def fold_lookalikes(text: str) -> str:
+def fold_lookalikes(text: str, join_lines: bool = True) -> str:
     """`text` as a reader sees it, for the secret scan of text that hides a keyword or token:
     NFKC, invisible characters removed (zero-width, soft hyphen, bidi controls, C0/C1 controls
     but tab and line breaks, NEL, line and paragraph separators), accents removed, a line break
     inside a word removed, and in a word that mixes ASCII with Cyrillic or Greek letters those
     letters read as their Latin look-alike (`раsswоrd` -> `password`; one without a look-alike
-    reads `x`, so `sk_live_sокrq...` is still one token). Other scripts stay as they are."""
+    reads `x`, so `sk_live_sокrq...` is still one token). Other scripts stay as they are.
+    `join_lines=False` keeps line breaks: joining them merges the lines of a script (`open HOST` /
+    `user NAME PW`), which the rules that read line by line must see first."""
     out = []
     for ch in unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text)):
         cat = unicodedata.category(ch)
         if cat == "Cf" or cat == "Mn" or ch in _DROPPED_CONTROLS or (cat == "Cc" and ch not in "\t\n\r"):
             continue
         out.append(ch)
-    folded = _WORD_SPLIT_BY_LINE.sub("", unicodedata.normalize("NFC", "".join(out)))
+    folded = unicodedata.normalize("NFC", "".join(out))
+    if join_lines:
+        folded = _WORD_SPLIT_BY_LINE.sub("", folded)
     if folded.isascii():
         return folded
     return _MIXED_WORD.sub(_latin_lookalikes, folded)
@@ -112,6 +116,34 @@ def _latin_lookalikes(m: re.Match) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+_SWITCH_NAME = re.compile(r"(?<![\w-])(?:--?|/)(?P<name>[^\W\d_]{1,40})(?![\w-])")
+
+
+def _lookalike_switch(m: re.Match) -> str:
+    name = m["name"]
+    if name.isascii():
+        return m[0]
+    out = []
+    for ch in name:
+        if ch.isascii():
+            out.append(ch)
+            continue
+        mapped = _CONFUSABLES.get(ord(ch)) if unicodedata.name(ch, "").startswith(("CYRILLIC", "GREEK")) else None
+        if mapped is None or not mapped.isascii():
+            return m[0]        # a word of its own script (`-пароль`), not a disguised switch
+        out.append(mapped.upper() if ch.isupper() else mapped)
+    return m[0][: m.start("name") - m.start()] + "".join(out)
+
+
+def latin_lookalike_words(text: str) -> str:
+    """`text` with the Cyrillic and Greek look-alikes read as Latin where they disguise a command
+    line: in a word that mixes them with ASCII (`sshраss`), and in a switch name written only in
+    look-alike letters (`-р`, `--раss`, `/Р`). Words of their own script stay (`пароль`)."""
+    if text.isascii():
+        return text
+    return _SWITCH_NAME.sub(_lookalike_switch, _MIXED_WORD.sub(_latin_lookalikes, text))
 
 
 def words(key: str) -> list[str]:

@@ -15,7 +15,8 @@ already `[REDACTED]` or a pseudonym is left alone and not counted, so the
 passes can safely see each other's output.
 
  1. URLs with a scheme -> `reduce_url(url)`, or `[REDACTED]` when it gives None.
-    A PowerShell `-EncodedCommand` is decoded, scrubbed and encoded again.
+    A PowerShell `-EncodedCommand` is decoded and scrubbed; when that replaced anything, the whole
+    payload becomes `[REDACTED]` (a re-encoding would keep the original's base64 around the change).
  2. Credentials: PowerShell credential objects and `ConvertTo-SecureString`,
     `echo pw | sudo -S`, HTTP headers (Authorization, Cookie, X-Api-Key,
     *-Token ...), `net use/user/localgroup/group`, registry values named like a
@@ -55,9 +56,11 @@ import binascii
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
+from urllib.parse import unquote
 
 from transforms.identifiers import scrub_identifiers
 from transforms.secrets import SecretSweep, default_sweep, is_safe_token, join_userinfo
+from transforms.special import latin_lookalike_words
 
 REDACTED = "[REDACTED]"
 PSEUDONYM_PREFIX = "pz-"
@@ -336,7 +339,9 @@ _AUTH_SCHEME = re.compile(
 )
 
 _NET = re.compile(
-    r"(?i)(?<![\w-])net1?(?:\.exe)?[\"']?\s+(?P<verb>use|user|localgroup|group)(?![\w-])(?P<args>[^&|\r\n]*)"
+    r"(?i)(?<![\w-])net1?(?:\.exe)?[\"']?\s+(?P<verb>use|user|localgroup|group)(?![\w-])"
+    # to the end of the command: `&`, `|`, a line break, or a `;` standing alone (`pw;x` is one password)
+    r"(?P<args>(?:[^&|\r\n\s]|\s(?!;(?:\s|$)))*)"
 )
 _NET_TOKEN = re.compile(r""""[^"]*"|'[^']*'|[^\s"']+(?:"[^"]*")?|["']""")
 _NET_SWITCH = re.compile(r"(?i)/(?P<name>[a-z]+)(?P<sep>:)(?P<val>.*)", re.DOTALL)
@@ -396,6 +401,26 @@ _EMAIL = re.compile(
     r"(?<![\w.%+])(?P<local>\w[\w.%+\-]{0,63})(?P<at>@|%40)"
     r"(?P<host>\[[0-9A-Fa-f:.]{2,45}\]|[\w-]{1,63}(?:\.[\w-]{1,63}){0,9})"
 )
+# An address spelled to slip past a scan: `alice [at] example [dot] org`, `bob(at)corp.example`,
+# `carol at example dot com`. The `at` is bracketed, or a plain word when a dot is spelled out too
+# (`Error at System.IO.File` stays); the last label is a top-level domain of letters.
+_OBF_AT = r"(?:\s{0,3}[\[({<]\s{0,3}(?:at|@)\s{0,3}[\])}>]\s{0,3}|\s{1,3}at\s{1,3})"
+_OBF_DOT = r"(?:\s{0,3}[\[({<]\s{0,3}(?:dot|\.)\s{0,3}[\])}>]\s{0,3}|\s{1,3}dot\s{1,3}|\.)"
+_OBF_EMAIL = re.compile(
+    rf"(?i)(?<![\w.%+-])(?P<local>\w[\w.%+\-]{{0,63}}?)(?P<at>{_OBF_AT})"
+    rf"(?P<host>[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?(?:{_OBF_DOT}[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?){{0,8}}"
+    rf"{_OBF_DOT}[a-z]{{2,63}})(?![\w-])"
+)
+_OBF_GATE = re.compile(r"(?i)[\[({<]\s{0,3}(?:at|@)\s{0,3}[\])}>]|\bdot\b")
+_OBF_PART = re.compile(rf"(?i){_OBF_DOT}")
+
+
+def _may_have_obfuscated_email(low: str) -> bool:
+    """A cheap screen for `_OBF_GATE` (lower-case text): the closing side of a bracketed `at`, or `dot`."""
+    return "dot" in low or any(k in low for k in _OBF_HINTS)
+
+
+_OBF_HINTS = ("at]", "at)", "at}", "at>", "at ", "at\t", "@]", "@)", "@}", "@>", "@ ")
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 # Extensions that are not top-level domains: `logo@2x.png` is a file, not an address.
 _FILE_EXTENSIONS = frozenset({
@@ -418,13 +443,17 @@ _TOKEN_END = frozenset(" \t\r\n\"':,;)/")
 
 _PROFILE_EXCL = r"\\/\r\n\"'<>|:*?\[\];=,+&"
 _PROFILE = re.compile(
-    r"(?i)(?P<pre>[\\/]{1,2}(?:users|documents and settings|home)\$?[\\/]{1,2})"
+    r"(?i)(?P<pre>[\\/]{1,2}(?:(?:users|documents and settings|home)\$?"
+    # per-user files named after the account: crontabs (Debian, RHEL, BSD, macOS) and mailboxes
+    r"|var[\\/]spool[\\/]cron(?:[\\/]crontabs)?|var[\\/](?:at|cron)[\\/]tabs|usr[\\/]lib[\\/]cron[\\/]tabs"
+    r"|var[\\/](?:spool[\\/])?mail)[\\/]{1,2})"
     rf"(?P<name>[^{_PROFILE_EXCL}]{{0,62}}[^\s{_PROFILE_EXCL}](?=[\\/\"']|\Z)"
     rf"|[^\s(){_PROFILE_EXCL}]{{1,64}})"
 )
 _PROFILE_KEPT = frozenset({
     "public", "default", "default user", "all users", "defaultuser0", "default.migrated", "shared",
     "defaultapppool", "desktop.ini", "linuxbrew", ".", "..", "redacted",
+    "crontabs", "atjobs", "atspool", "lastrun", "cron.allow", "cron.deny",   # under /var/spool/cron
     # default accounts of cloud images and service accounts named after their program: not persons,
     # and replacing `node` elsewhere in `node server.js` would cost the executable name
     "root", "ubuntu", "ec2-user", "centos", "debian", "fedora", "azureuser", "vagrant", "pi", "opc", "node",
@@ -663,11 +692,13 @@ class _Run:
                 decoded = raw.decode("utf-16-le")
             except (binascii.Error, ValueError):
                 return m[0]
-            inner, n = _scrub(decoded, self.pseudonym, self.reduce_url, depth + 1)
+            _, n = _scrub(decoded, self.pseudonym, self.reduce_url, depth + 1)
             if not n:
                 return m[0]
+            # Re-encoding the scrubbed script would keep the original's base64 up to the first change
+            # (and after the last, when the lengths line up): the whole payload goes instead.
             self.count += n
-            return m[0][: m.start("b64") - m.start()] + base64.b64encode(inner.encode("utf-16-le")).decode()
+            return m[0][: m.start("b64") - m.start()] + REDACTED
 
         return _ENCODED.sub(repl, text)
 
@@ -1022,6 +1053,19 @@ class _Run:
 
         return _EMAIL.sub(repl, text)
 
+    def obfuscated_emails(self, text: str) -> str:
+        def repl(m: re.Match) -> str:
+            at = m["at"].strip().lower()
+            host = _OBF_PART.sub(".", m["host"])
+            if at == "at" and host.count(".") == m["host"].count("."):
+                return m[0]     # a plain ` at ` needs a spelled-out dot: `failed at Foo.Bar.dll` is no address
+            local = m["local"]
+            self.name(local)
+            self.count += 1
+            return _pz(self.pseudonym, "email", f"{local}@{host}".lower())
+
+        return _OBF_EMAIL.sub(repl, text)
+
     def profiles(self, text: str) -> str:
         def repl(m: re.Match) -> str:
             name = m["name"]
@@ -1097,8 +1141,10 @@ _FORMAT_CHARS = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufef
 
 def _normalize(text: str) -> str:
     """NFKC (`ｐａｓｓｗｏｒｄ` -> `password`), PowerShell's dashes before a letter (`–Password`) as '-',
-    format characters removed, and invisible controls inside a word removed."""
-    return _INVISIBLE.sub("", _FORMAT_CHARS.sub("", _PS_DASH.sub("-", unicodedata.normalize("NFKC", text))))
+    format characters removed, invisible controls inside a word removed, and Cyrillic or Greek
+    look-alikes read as Latin in tool and switch names (`sshраss -р` -> `sshpass -p`)."""
+    text = _INVISIBLE.sub("", _FORMAT_CHARS.sub("", _PS_DASH.sub("-", unicodedata.normalize("NFKC", text))))
+    return latin_lookalike_words(text)
 
 
 def _scrub(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer, depth: int = 0) -> tuple[str, int]:
@@ -1136,7 +1182,10 @@ def _scrub_normal(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer, depth
     if "@" in text or "%40" in text:
         text = run.userinfo(text)
         text = run.emails(text)
-    if "users" in low or "home" in low or "documents and settings" in low:
+    if _may_have_obfuscated_email(low) and _OBF_GATE.search(text):
+        text = run.obfuscated_emails(text)
+    if ("users" in low or "home" in low or "documents and settings" in low or "/var" in low or "\\var" in low
+            or "cron" in low):
         text = run.profiles(text)
     if "s-1-" in low:
         text = run.sids(text)
@@ -1164,6 +1213,19 @@ def scrub_free_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer,
     if not text:
         return text, 0
     sweep = sweep or default_sweep()
+    out, n = _free_text(text, pseudonym, reduce_url, sweep)
+    decoded = _percent_decoded(out)
+    if decoded is not None:
+        # `%2FUsers%2Falice`, `https%253A%252F%252Fbob%253Apw%2540h`: the value read as a browser or a
+        # shell would, once decoded as often as it was encoded. Decoding the scrubbed text keeps what
+        # the first reading removed; the decoded form is returned only when it held more.
+        again, k = _free_text(decoded, pseudonym, reduce_url, sweep)
+        if k:
+            return again, n + k
+    return out, n
+
+
+def _free_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer, sweep: SecretSweep) -> tuple[str, int]:
     if is_safe_token(text):
         out, n = text, 0
     else:
@@ -1174,7 +1236,50 @@ def scrub_free_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer,
         n += k
     out, m = sweep.sweep(out)
     out, k = scrub_identifiers(out)  # MAC, IMEI, serials, accounts: transforms/identifiers.py
-    return out, n + m + k
+    n += m + k
+    if n and ("\n" in out or "\r" in out):
+        out, k = _across_line_breaks(out)
+        n += k
+    return out, n
+
+
+# A value a rule replaced, glued to a line break glued to more of it: `-u CONTOSO\qso<LF>gamatoda70`
+# (the rules' values stop at white space) or `qzugu<LF>li03@example.org` (an address starts at a word
+# character). A reader may see one name there; the rest goes too, the line break stays.
+_MARK = r"(?:\[REDACTED\]|\[id\]|pz-[0-9a-f]{8,64})"
+_ACROSS_BREAK = re.compile(
+    rf"(?P<mark>{_MARK})(?P<br>\r\n|[\r\n])(?!{_MARK})(?P<after>[^\s\"'<>|&;]+)"
+    rf"|(?<![^\s\"'=:(,;])(?!{_MARK})(?P<before>[\w.%+\-]+)(?P<br2>\r\n|[\r\n])(?={_MARK})"
+)
+
+
+def _across_line_breaks(text: str) -> tuple[str, int]:
+    """One pass (a replacement does not open the next): the word glued to a replaced value across a line break."""
+    count = 0
+
+    def repl(m: re.Match) -> str:
+        nonlocal count
+        count += 1
+        return m["mark"] + m["br"] + REDACTED if m["mark"] else REDACTED + m["br2"]
+
+    return _ACROSS_BREAK.sub(repl, text), count
+
+
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_PERCENT_ROUNDS = 4        # `%25252F` is three rounds; a bound, so a crafted value cannot make it loop
+
+
+def _percent_decoded(text: str) -> str | None:
+    """`text` percent-decoded until nothing changes (at most `_PERCENT_ROUNDS` times); None if it has no escape."""
+    if "%" not in text or _PERCENT.search(text) is None:
+        return None
+    out = text
+    for _ in range(_PERCENT_ROUNDS):
+        new = unquote(out, errors="replace")
+        if new == out:
+            break
+        out = new
+    return out
 
 
 class TextScrubber:
