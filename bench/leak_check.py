@@ -112,6 +112,14 @@ def _tokens(p: Planter) -> list[tuple[str, str, list[str]]]:
         ("sendgrid", (k := f"SG.{p.s(ALNUM + '_-', 22)}.{p.s(ALNUM + '_-', 43)}"), k[3:]),
         ("vault", (k := "hvs." + p.s(ALNUM + "_-", 90)), k[4:60]),
         ("random-40", (k := p.mixed(40)), k),
+        # providers with no rule of their own: one case, or hex after a word (the entropy rule's other half)
+        ("random-lower-32", (k := p.s(string.ascii_lowercase, 2) + p.s(string.digits, 2)
+                             + p.s(string.ascii_lowercase + string.digits, 28)), k),
+        ("random-upper-28", (k := "ZQ" + p.s(string.digits, 2) + p.s(UPPER_DIGITS, 24)), k),
+        ("unknown-prefix-lower", "zqtok_live_" + (k := p.s(string.digits, 2) + p.s(string.ascii_lowercase
+                                                                                 + string.digits, 30)), k),
+        ("unknown-prefix-hex-48", "zqkey_" + (k := "a1" + p.s("0123456789abcdef", 46)), k),
+        ("unknown-prefix-hex-64", "zq_v1_" + (k := "b2" + p.s("0123456789abcdef", 62)), k),
     ]:
         out.append((name, tok, [core]))
     return out

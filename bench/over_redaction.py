@@ -12,6 +12,13 @@ values threat analysis needs, which must come through unchanged:
                glued to a one-letter switch, whose switch letter stays but not the token)
   Wi-Fi        wifi.security
   products     the envelope's product, license.product, installed_app.name and publisher
+  GUIDs        every GUID inside a `text`/`scrub` value (`{...}` or bare, dashed)
+  versions     installed_app.version, license.product_version, device.os_version
+  file names   the last component of a path field (file_path, target_path, dump_path, install_path,
+               suspicious_file.file_name) when it has an extension and no account name is in it
+Hex digests are not a kind here: the sample's digests inside `text`/`scrub` values are all NTLM
+hashes after `/ntlm:` (credentials, removed on purpose); tests/test_secrets.py checks digests,
+GUIDs, versions and file names of many shapes against the free-text rule instead.
 
 Runs the real columnar path on the sample. With `PYTHONPATH=/old/tree` the same report is made
 for another version of the code (this script only appends its own tree to sys.path).
@@ -43,6 +50,13 @@ KEY = b"over-redaction-key-0123456789abcdef"
 AS_OF = datetime(2026, 11, 25, tzinfo=UTC)
 _URL_HOST = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,31}://(?:[^\s/?#@\"']*@)?([A-Za-z0-9.-]+\.[A-Za-z]{2,63})(?=[:/\s\"'?#]|$)")
 _SWITCH = re.compile(r"(?<![^\s\"'])(--?[A-Za-z][A-Za-z0-9-]{0,40}|/[A-Za-z][A-Za-z0-9]{0,20})(?=[\s:=\"']|$)")
+_GUID = re.compile(r"(?<![0-9A-Za-z-])[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}(?![0-9A-Za-z-])")
+_FILE_NAME = re.compile(r"[^\\/]+\.[A-Za-z0-9]{1,8}$")
+_VERSIONS = {"installed_app": [("data.version", "version")], "license": [("data.product_version", "product_version")],
+             "device": [("data.os_version", "os_version")]}
+_PATHS = {"detection": ["file_path"], "os_event": ["target_path"], "dump": ["dump_path"],
+          "installed_app": ["install_path"], "suspicious_file": ["file_path", "file_name"]}
+_PROFILE_NAME = re.compile(r"(?i)[\\/](?:users|home)[\\/]")
 _PROGRAM = re.compile(r"^\"?(?:[^\"\s]*[\\/])?([A-Za-z0-9_.-]+\.(?:exe|com|bat|cmd|ps1|sh|py))\b", re.IGNORECASE)
 
 
@@ -121,6 +135,20 @@ def run(paths: list[str] | None = None) -> dict:
             if path.startswith("data.") and rtype != "spam_email":
                 for host in _URL_HOST.findall(value):
                     check("hosts", host.lower(), (out or "").lower())
+            for guid in _GUID.findall(value):
+                check("GUIDs", guid, out)
+        for path, column in _VERSIONS.get(rtype, []):
+            value = _get(rec, path)
+            if isinstance(value, str) and value:
+                check("versions", value, row.get(column))
+        for field in _PATHS.get(rtype, []):
+            value = _get(rec, "data." + field)
+            if not isinstance(value, str) or not value:
+                continue
+            m = _FILE_NAME.search(value)
+            # a file named after its owner loses the name with the profile folder (`alice_cv.pdf`): not counted
+            if m and not _PROFILE_NAME.search(value):
+                check("file names", m[0], row.get(field))
         if rtype == "detection" and isinstance(_get(rec, "data.threat_name"), str):
             check("threat names", rec["data"]["threat_name"], row.get("threat_name"))
         if rtype == "os_event":

@@ -121,6 +121,46 @@ def test_entropy_check_takes_random_tokens_not_words():
     assert not looks_random("550E8400-E29B-41D4-A716-446655440000")
 
 
+# Long random tokens of one case (providers with no rule of their own): synthetic values.
+@pytest.mark.parametrize("token", [
+    "zq" + "k3h8z2m4n7p1r5t9v6w0x3y8b2c4d6f8g1j",               # lower case and digits
+    "oy2" + "kq3h8z2m4n7p1r5t9v6w0x3y8b2c4d6f8g1jh5k",          # NuGet's shape, no rule needed
+    "ZQ" + "K3H8Z2M4N7P1R5T9V6W0X3Y8",                          # upper case and digits
+    "tok_live_" + "zq3h8z2m4n7p1r5t9v6w0x3y",                   # an unknown provider's prefix
+    "rubygems_" + "a3f9c2e81b7d4f60a3f9c2e81b7d4f60a3f9c2e81b7d4f60",   # hex after a word prefix
+    "dop_v1_" + "a3f9c2e81b7d4f60a3f9c2e81b7d4f60a3f9c2e81b7d4f60a3f9c2e81b7d4f60",  # even of a hash's length
+    "glptt-" + "A3F9C2E81B7D4F60A3F9C2E81B7D4F60A3F9C2E8",
+])
+def test_a_long_random_token_of_one_case_is_removed(token):
+    out = scrub(f"run {token} now")
+    assert out.startswith("run ") and out.endswith(f"{REDACTED} now") and token[-16:] not in out, out
+
+
+@pytest.mark.parametrize("text", [
+    # digests and identifiers the policy keeps as they are
+    "3e7d1bfbc7a2ea20b2f14c942e05319acb5c74273f98e2774cbd87ad5c90a958", "d41d8cd98f00b204e9800998ecf8427e",
+    "DA39A3EE5E6B4B0D3255BFEF95601890AFD80709", "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce"
+    "47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e", "0059696bee3c0a6721454b0fe6cb287669bbcc",
+    "{3844DBB9-2017-4967-BE7A-A4A2C20430FA}", "550e8400-e29b-41d4-a716-446655440000",
+    "3844DBB920174967BE7AA4A2C20430FA1", "sha256-3e7d1bfbc7a2ea20b2f14c942e05319acb5c74273f98e2774cbd87ad5c90a958",
+    "commit_0059696bee3c0a6721454b0fe6cb287669bbcc12", "e-0ed99531985d", "pz-0123456789abcdef0123456789abcdef",
+    # versions and builds
+    "KIS 21.3.10.391", "10.0.19045.3803 (WinBuild.160101.0800)", "5.15.0-91-generic",
+    "v0.0.0-20231010123456-abcdef123456",
+    # file names and paths, hosts
+    "windows10.0-kb5001716-x64_a0d8fb4f1d4f7f2cba6e4a9a56ab8fc0c2063a7d.msu",
+    "C:\\Temp\\k2j4h5g6f7d8s9a0q1w2e3r4.exe", "d3kdm2lq9ef0hbk2j4h5g6f7.cloudfront.net",
+    "amd64_microsoft-windows-defender-service_31bf3856ad364e35_10.0.19041.1_none_8c1f2a3b4c5d6e7f",
+    "C:\\Windows\\SoftwareDistribution\\Download\\3E7D1BFBC7A2EA20B2F14C942E05319A",
+    "AppCrash_chrome.exe_3e7d1bfbc7a2ea20b2f14c942e05319acb5c7427_d3e4f5a6_1234abcd",
+    "6ec57f84c680d3a3778b__mypyc.cpython-311-x86_64-linux-gnu.so", "api-ms-win-core-synch-l1-2-0.dll",
+    "Microsoft.WindowsStore_22305.1401.3.0_x64__8wekyb3d8bbwe", "chromesetup120060993",
+    "microsoft-windows-defender-antivirus-platform", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+])
+def test_what_the_entropy_rule_leaves_alone(text):
+    assert scrub(text) == text
+
+
 def test_rule_file_errors_name_the_rule(tmp_path):
     bad = tmp_path / "s.toml"
     bad.write_text("[[rule]]\nid = 'x'\nkind = 'context'\nregex = 'abc'\n")
@@ -350,13 +390,14 @@ def test_leak_corpus_has_no_leak():
 
 def test_what_threat_analysis_needs_survives_in_the_bundled_sample():
     """bench/over_redaction.py on the bundled sample: hosts, threat names, executables, switch names,
-    Wi-Fi security types and product names come through unchanged, and fields that carry no secret
-    in the sample are not changed at all."""
+    Wi-Fi security types, product names, GUIDs, versions and file names come through unchanged, and
+    fields that carry no secret in the sample are not changed at all."""
     import over_redaction
 
     res = over_redaction.run()
     kinds = res["kinds"]
-    assert set(kinds) == {"hosts", "threat names", "executables", "switch names", "Wi-Fi security", "products"}
+    assert set(kinds) == {"hosts", "threat names", "executables", "switch names", "Wi-Fi security", "products",
+                          "GUIDs", "versions", "file names"}
     assert all(c["seen"] > 0 for c in kinds.values())
     assert {kind: c["lost"] for kind, c in kinds.items() if c["lost"]} == {}, dict(res["lost"])
     for field in ("event_id", "product", "detection.data.threat_name", "url_visit.data.browser",

@@ -42,6 +42,19 @@ _RE2_MEMORY = 256 << 20  # per compiled pattern; the DFA grows lazily, only as f
 # its Shannon entropy reaches _ENTROPY_RATIO of the most its length allows (log2 of the length).
 _ENTROPY_MIN_LEN = 24
 _ENTROPY_RATIO = 0.78
+# ... and a run of 20+ letters and digits in one case, see `random_span` (docs/free-text.md).
+_UNIFORM_MIN_LEN = 20
+_UNIFORM_RATIO = 0.75
+# A word before a run of hex digits that says it is a digest, not a token (`sha256-<hex>`, `commit_<hex>`).
+_DIGEST_WORDS = frozenset({
+    "md5", "sha", "sha1", "sha224", "sha256", "sha384", "sha512", "sha3", "blake2", "blake2b", "blake3", "crc",
+    "crc32", "xxh64", "hash", "digest", "checksum", "commit", "rev", "revision", "git", "object", "etag",
+    "thumbprint", "fingerprint", "build",
+})
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
+_HEX_ONLY = re.compile(r"[0-9a-fA-F]+")
+_TOKEN_WORDS = re.compile(r"[_-]")
+_VERSION_WORD = re.compile(r"[a-z]{1,4}[0-9]{1,2}")     # `v1` of `dop_v1_`, `us14` of Mailchimp's `-us14`
 _DIGIT = re.compile(r"[0-9]")
 
 
@@ -114,16 +127,68 @@ def shannon_entropy(token: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(token).values())
 
 
-def looks_random(token: str) -> bool:
-    """The entropy check: long, mixes upper case, lower case and digits, near-maximal entropy."""
+def looks_random(token: str, dotted: bool = False) -> bool:
+    """The entropy check: a long token that mixes upper case, lower case and digits with near-maximal
+    entropy, or one that holds a long random run of a single case (`random_span`)."""
+    return random_span(token, dotted) is not None
+
+
+def random_span(token: str, dotted: bool = False) -> tuple[int, int] | None:
+    """(start, end) of what is random in `token`, or None.
+
+    - Mixed case with digits (base62, base64): the whole token when it is 24+ characters and its
+      Shannon entropy reaches 0.78 of log2 of its length, or such a run of letters and digits inside
+      it (`xoxb-<digits>-<digits>-<random>`: the digits pull the whole below).
+    - A run of letters and digits in one case (`oy2…`, `DT0C01…`): 20+ characters, 2+ digits and 2+
+      letters, entropy at least 0.75 of log2(min(length, 36)), and digits and letters alternating as
+      chance has them (3 switches, one per 8 characters: `chromesetup120060993` has 1).
+    - Hex digits alone are a hash or an identifier (MD5 … SHA-512, GUIDs, git objects, PDB
+      signatures) and stay, unless a word glued by `_` or `-` makes the whole a token
+      (`rubygems_<48 hex>`, `dop_v1_<64 hex>`, `PMAK-<hex>-<hex>`, `<hex>-us14`) and no word names a
+      digest (`sha256-`, `commit_`).
+    `dotted`: a `.label` follows or comes before (a host name, a file name): only the mixed-case
+    rule applies (`k2j4…q1w2.exe`, `d3kdm2lq9ef0hb.cloudfront.net` stay)."""
     core = token.strip("=-_~+/")
-    if len(core) < _ENTROPY_MIN_LEN:
-        return False
+    if len(core) < _UNIFORM_MIN_LEN or _DIGIT.search(core) is None:
+        return None         # every rule below needs a digit: `Microsoft-Windows-Defender` stops here
     if token.startswith("/") or "//" in core or core.count("/") * 12 > len(core):
-        return False        # a path (`/storage/emulated/0/Download/...`), not base64
-    if core == core.lower() or core == core.upper() or _DIGIT.search(core) is None:
-        return False        # not a mix of upper case, lower case and digits (hex hashes, GUIDs, words)
-    return shannon_entropy(core) >= _ENTROPY_RATIO * math.log2(min(len(core), 64))
+        return None         # a path (`/storage/emulated/0/Download/...`), not base64
+    if core != core.lower() and core != core.upper() and _mixed_random(core):
+        return 0, len(token)
+    if dotted or token.startswith("pz-"):
+        return None
+    words = [w.lower() for w in _TOKEN_WORDS.split(token)] if "-" in token or "_" in token else []
+    if (any(len(w) >= 24 and _HEX_ONLY.fullmatch(w) and _random_run(w, 16) for w in words)
+            and any(w.isalpha() and len(w) >= 2 or _VERSION_WORD.fullmatch(w) for w in words)
+            and _DIGEST_WORDS.isdisjoint(words)):
+        return 0, len(token)
+    found = [r.span() for r in _ALNUM_RUN.finditer(token) if len(r[0]) >= _UNIFORM_MIN_LEN and (
+        _mixed_random(r[0]) if r[0] != r[0].lower() and r[0] != r[0].upper()
+        else not _HEX_ONLY.fullmatch(r[0]) and _random_run(r[0], 36))]
+    return (found[0][0], found[-1][1]) if found else None
+
+
+def _mixed_random(text: str) -> bool:
+    """24+ characters with upper case, lower case and digits, entropy near the most the length allows."""
+    return (len(text) >= _ENTROPY_MIN_LEN and _DIGIT.search(text) is not None
+            and shannon_entropy(text) >= _ENTROPY_RATIO * math.log2(min(len(text), 64)))
+
+
+def _random_run(run: str, alphabet: int) -> bool:
+    """A run of one case whose letters and digits look drawn at random from `alphabet` symbols."""
+    n = len(run)
+    digits = sum(c.isdigit() for c in run)
+    if digits < 2 or n - digits < 2:
+        return False
+    switches = sum(1 for a, b in zip(run, run[1:], strict=False) if a.isdigit() != b.isdigit())
+    return (switches >= max(3, (n - 1) / 8)
+            and shannon_entropy(run.lower()) >= _UNIFORM_RATIO * math.log2(min(n, alphabet)))
+
+
+def _dotted(data: bytes, start: int, end: int) -> bool:
+    """The bytes data[start:end] are a label of a dotted name: a `.` and a letter or digit on either side."""
+    return (data[end:end + 1] == b"." and data[end + 1:end + 2].isalnum()
+            or start >= 2 and data[start - 1:start] == b"." and data[start - 2:start - 1].isalnum())
 
 
 def _basic_auth(token: str) -> bool:
@@ -227,7 +292,7 @@ class SecretSweep:
             rule = self.rules[i]
             own, groups = self._own[i]
             for m in own.finditer(data):
-                found = self._finding(m, rule, groups)
+                found = self._finding(m, rule, groups, data)
                 if found is None:
                     continue
                 start, end, repl = found
@@ -242,7 +307,8 @@ class SecretSweep:
         return out
 
     @staticmethod
-    def _finding(m: re2._Match, rule: SecretRule, groups: dict[str, int]) -> tuple[int, int, str] | None:
+    def _finding(m: re2._Match, rule: SecretRule, groups: dict[str, int], data: bytes
+                 ) -> tuple[int, int, str] | None:
         """(start, end, replacement) in bytes of one match of `rule`, or None when it is not a secret."""
         if rule.kind == "url":
             scheme, payload = groups["scheme"], groups["payload"]
@@ -265,6 +331,11 @@ class SecretSweep:
             return None     # `sort -k 2`: a column number, not a secret
         if rule.keep_values and m.group(0).decode("utf-8", "surrogatepass").strip(" \t\r\n\"'") in rule.keep_values:
             return None     # a match the rule names as no secret (`-passin` is a switch, not `-p` + `assin`)
+        if rule.check == "entropy":    # only the random part goes: `Temp/<random>/x` keeps `Temp/` and `/x`
+            span = random_span(value, _dotted(data, start, end))
+            if span is None:
+                return None
+            return start + span[0], start + span[1], REDACTED
         check = _CHECK_FUNCS.get(rule.check) if rule.check else None
         if check is not None and not check(core):
             return None

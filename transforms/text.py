@@ -417,10 +417,10 @@ _OBF_PART = re.compile(rf"(?i){_OBF_DOT}")
 
 def _may_have_obfuscated_email(low: str) -> bool:
     """A cheap screen for `_OBF_GATE` (lower-case text): the closing side of a bracketed `at`, or `dot`."""
-    return "dot" in low or any(k in low for k in _OBF_HINTS)
+    return "dot" in low or ("at" in low or "@" in low) and _OBF_HINT.search(low) is not None
 
 
-_OBF_HINTS = ("at]", "at)", "at}", "at>", "at ", "at\t", "@]", "@)", "@}", "@>", "@ ")
+_OBF_HINT = re.compile(r"(?:at|@)[\s\])}>]")
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 # Extensions that are not top-level domains: `logo@2x.png` is a file, not an address.
 _FILE_EXTENSIONS = frozenset({
