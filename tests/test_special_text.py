@@ -197,6 +197,17 @@ def test_a_value_with_a_term_is_replaced_as_a_whole(special, text, category):
     assert special.scrub(text) == (SPECIAL, (category,)), text
 
 
+@pytest.mark.parametrize("text, gone, category", [
+    ("diagnosis%3A%20HIV%20positive", "HIV", "health"),
+    ("patient%20diagnosed%20with%20schizophrenia", "schizophren", "health"),
+    ("religion%3DSunni%20Muslim", "Sunni", "religion"),
+    ("url=x%253Freligion%253DSunni%252520Muslim", "Sunni", "religion"),     # twice encoded
+])
+def test_a_percent_encoded_value_is_read_decoded(special, text, gone, category):
+    out, found = special.scrub(text)
+    assert gone not in out and category in found, out
+
+
 _ORDINARY = [
     # threat names, executables, products, paths, command lines of the bundled sample and beyond
     "HEUR:Trojan-Ransom.Win32.Generic", "Trojan.Win32.Agent", "not-a-virus:HEUR:AdWare.Win32.Agent.gen",
@@ -213,7 +224,7 @@ _ORDINARY = [
     "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe", "partial=true", "status: disabled",
     "race condition in driver", "union_id=5", "GenericHealthCheck",
     "Porter stemmer", "Mitglied seit 2019", "iPhone", "AfD", "afd", "coming out soon", "non-binary file",
-    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu", "C:\\Program%20Files\\x.exe", "lithium-ion battery 87%25",
 ]
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import re2
 
 from transforms.special import LOOSE, SpecialCategoryMatcher, is_cjk, is_latin, loose, native_words, skeleton
+from transforms.text_values import percent_decoded
 
 SPECIAL = "[special]"
 DEFAULT_VALUES = Path(__file__).resolve().parent.parent / "schemas" / "special_values.toml"
@@ -449,7 +450,19 @@ def _value_end(text: str, start: int) -> int:
 
 
 def scrub_special(text: str, names: SpecialCategoryMatcher, vocabulary: Vocabulary) -> tuple[str, tuple[str, ...]]:
-    """Rule 1 (pairs lose their value), then rule 2 (a term left anywhere: the whole value goes)."""
+    """Rule 1 (pairs lose their value), then rule 2 (a term left anywhere: the whole value goes).
+    A percent-encoded value (`diagnosis%3A%20HIV%20positive`) is read again decoded, from what the
+    first reading left; the decoded form is returned when that reading found more."""
+    out, found = _scrub_special(text, names, vocabulary)
+    decoded = percent_decoded(out)
+    if decoded is not None:
+        again, more = _scrub_special(decoded, names, vocabulary)
+        if more:
+            return again, tuple(sorted(set(found) | set(more)))
+    return out, found
+
+
+def _scrub_special(text: str, names: SpecialCategoryMatcher, vocabulary: Vocabulary) -> tuple[str, tuple[str, ...]]:
     if not text:
         return text, ()
     norm = normalise(text)

@@ -61,7 +61,6 @@ import base64
 import binascii
 import re
 import unicodedata
-from urllib.parse import unquote
 
 from transforms.identifiers import scrub_identifiers
 from transforms.secrets import SecretSweep, default_sweep, is_safe_token, join_userinfo
@@ -76,6 +75,7 @@ from transforms.text_values import (
     _is_boundary,
     _splice,
     is_builtin_account,
+    percent_decoded,
     scrub_account,
 )
 
@@ -255,7 +255,7 @@ def scrub_free_text(text: str, pseudonym: Pseudonym, reduce_url: UrlReducer,
         return text, 0
     sweep = sweep or default_sweep()
     out, n = _free_text(text, pseudonym, reduce_url, sweep)
-    decoded = _percent_decoded(out)
+    decoded = percent_decoded(out)
     if decoded is not None:
         # `%2FUsers%2Falice`, `https%253A%252F%252Fbob%253Apw%2540h`: the value read as a browser or a
         # shell would, once decoded as often as it was encoded. Decoding the scrubbed text keeps what
@@ -304,23 +304,6 @@ def _across_line_breaks(text: str) -> tuple[str, int]:
         return m["mark"] + m["br"] + REDACTED if m["mark"] else REDACTED + m["br2"]
 
     return _ACROSS_BREAK.sub(repl, text), count
-
-
-_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
-_PERCENT_ROUNDS = 4        # `%25252F` is three rounds; a bound, so a crafted value cannot make it loop
-
-
-def _percent_decoded(text: str) -> str | None:
-    """`text` percent-decoded until nothing changes (at most `_PERCENT_ROUNDS` times); None if it has no escape."""
-    if "%" not in text or _PERCENT.search(text) is None:
-        return None
-    out = text
-    for _ in range(_PERCENT_ROUNDS):
-        new = unquote(out, errors="replace")
-        if new == out:
-            break
-        out = new
-    return out
 
 
 class TextScrubber:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from urllib.parse import unquote
 
 REDACTED = "[REDACTED]"
 PSEUDONYM_PREFIX = "pz-"
@@ -339,3 +340,20 @@ class RunBase:
         self.count += 1
         i = tok.find(core)
         return tok[:i] + new_core + tok[i + len(core):]
+
+
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_PERCENT_ROUNDS = 4        # `%25252F` is three rounds; a bound, so a crafted value cannot make it loop
+
+
+def percent_decoded(text: str) -> str | None:
+    """`text` percent-decoded until nothing changes (at most `_PERCENT_ROUNDS` times); None if it has no escape."""
+    if "%" not in text or _PERCENT.search(text) is None:
+        return None
+    out = text
+    for _ in range(_PERCENT_ROUNDS):
+        new = unquote(out, errors="replace")
+        if new == out:
+            break
+        out = new
+    return out
