@@ -17,7 +17,9 @@ from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
@@ -25,10 +27,11 @@ from apache_beam.utils.windowed_value import WindowedValue
 from pipeline.dedupe import DEVICE, EVENT, drop_committed
 from pipeline.lease import FileGuard
 from pipeline.tables import QUARANTINE, STATS_COLUMNS, WrittenFile, is_remote, join, time_bounds
-from transforms.records import PartitionKey, as_written, first_copies, keep_copies
+from transforms.records import PartitionKey, as_written, first_copy_mask
 
 COMPRESSION = "zstd"
 SMALL_FILE_ROWS = 16  # files of at most this many rows are written uncompressed
+MAX_SLICES = 256  # runs of kept rows in a part of a piece beyond which it is filtered instead
 
 
 def parquet_compression(rows: int) -> str:
@@ -185,12 +188,40 @@ class _StageWriter(beam.DoFn):
             yield WindowedValue(self._flush(key), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
-def _write_file(tables: list[pa.Table], path: str, filesystem=None, guard: FileGuard | None = None) -> None:
+def _write_file(tables: list[pa.Table | tuple[pa.Table, pa.Array]], path: str, filesystem=None,
+                guard: FileGuard | None = None) -> None:
     """One final Parquet file: rows in input order, hidden columns removed; under the worker's
-    lease on the output (pipeline/lease.py) when given."""
-    table = as_written(pa.concat_tables(tables))
+    lease on the output (pipeline/lease.py) when given. A (table, mask) pair is filtered here, in
+    the writer thread: the kept rows of a staged piece are copied only while its file is written."""
+    table = as_written(pa.concat_tables([t if isinstance(t, pa.Table) else t[0].filter(t[1]) for t in tables]))
     with guard() if guard is not None else contextlib.nullcontext():
         write_parquet(table, path, filesystem)
+
+
+def _first_origin(table: pa.Table) -> int:
+    """Input position of a staged piece's first row (-1 for an empty piece)."""
+    first = pc.min(table.column("_origin")).as_py()
+    return -1 if first is None else first
+
+
+def _kept_rows(table: pa.Table, mask: pa.Array, kept: np.ndarray, first: int,
+               stop: int) -> list[pa.Table | tuple[pa.Table, pa.Array]]:
+    """Rows `kept` (ascending indices within [first, stop)) of a staged piece, for a file: as
+    slices between the dropped rows (views of the memory map: nothing is copied before the
+    writer encodes them) when retries are few, else as the range with its mask (filtered by
+    the writer)."""
+    breaks = np.flatnonzero(np.diff(kept) != 1) + 1  # where a run of consecutive kept rows ends
+    if len(breaks) >= MAX_SLICES:
+        return [(table.slice(first, stop - first), mask.slice(first, stop - first))]
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [len(kept)]))
+    return [table.slice(int(kept[a]), int(b - a)) for a, b in zip(starts, ends, strict=True)]
+
+
+def _write_rows(tables: list, path: str, filesystem, guard: FileGuard | None, rows: int) -> int:
+    """`_write_file`, returning the file's rows (staged rows, before retries are filtered)."""
+    _write_file(tables, path, filesystem, guard)
+    return rows
 
 
 def file_guard(location: str) -> FileGuard:
@@ -209,13 +240,17 @@ class _FinalizePartition(beam.DoFn):
     committed are dropped too (pipeline/dedupe.py).
     """
 
-    # Rows per file, exactly (pieces are cut to fit); it bounds what a partition holds while it is
-    # written (one file filled, MAX_PENDING being written), so it is what makes the peak memory
-    # of large inputs flat: at 100,000 a 5M-record run peaked higher than a 1M one, whose
-    # largest partitions hold about 57,000 rows (docs/performance.md).
+    # Rows per file, exactly (pieces are cut to fit); with MAX_ROWS_PENDING it bounds what a
+    # partition holds while it is written (one file filled, one being written), so it is what
+    # makes the peak memory of large inputs flat: at 100,000 a 5M-record run peaked higher than a
+    # 1M one, whose largest partitions hold about 57,000 rows (docs/performance.md).
     MAX_ROWS_PER_FILE = 50_000
     WRITERS = 2  # Parquet encoding releases the GIL: two files at once use the second core
-    MAX_PENDING = 2  # files handed to the writers and not yet written: bounds their memory
+    MAX_PENDING = 2  # files handed to the writers and not yet written: bounds their memory ...
+    # ... and their rows: small files go two at a time, full ones one at a time. Two full files
+    # at once (their pages read from the staging files' maps, Parquet's buffers) raised the
+    # in-process peak of a 5M-record run by about 45 MiB (docs/performance.md).
+    MAX_ROWS_PENDING = MAX_ROWS_PER_FILE
 
     def __init__(self, final_dir: str, file_prefix: str, committed: dict | None = None) -> None:
         self.final_dir = final_dir  # the output location: tables live right under it
@@ -227,16 +262,20 @@ class _FinalizePartition(beam.DoFn):
         self._guard = file_guard(self.final_dir)
         self._pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="parquet")
         self._pending: deque[Future] = deque()
+        self._pending_rows = 0  # rows of the files handed to the writers and not yet written
 
-    def _submit(self, tables: list[pa.Table], path: str) -> None:
-        while len(self._pending) >= self.MAX_PENDING:
-            self._pending.popleft().result()  # re-raises a failed write here, failing the bundle
-        self._pending.append(self._pool.submit(_write_file, tables, path, self._fs, self._guard))
+    def _submit(self, tables: list, path: str) -> None:
+        rows = sum((t if isinstance(t, pa.Table) else t[0]).num_rows for t in tables)
+        while self._pending and (len(self._pending) >= self.MAX_PENDING
+                                 or self._pending_rows + rows > self.MAX_ROWS_PENDING):
+            self._pending_rows -= self._pending.popleft().result()  # re-raises a failed write, failing the bundle
+        self._pending.append(self._pool.submit(_write_rows, tables, path, self._fs, self._guard, rows))
+        self._pending_rows += rows
 
     def finish_bundle(self) -> None:
         # Every file of the bundle is on disk before the bundle counts as done.
         while self._pending:
-            self._pending.popleft().result()
+            self._pending_rows -= self._pending.popleft().result()
 
     def teardown(self) -> None:
         pool = getattr(self, "_pool", None)
@@ -245,18 +284,34 @@ class _FinalizePartition(beam.DoFn):
 
     def process(self, element: tuple[tuple, list[str | bytes]]):
         key = PartitionKey(*element[0])
-        pieces = sorted(element[1], key=lambda piece: (isinstance(piece, bytes), piece))
-        hidden = [read_piece(p).select(["_key", "_origin"]) for p in pieces]
-        keys = pa.concat_tables(hidden)
-        keep = first_copies(keys)
+        # Pieces in input order (by their first row): one worker's pieces then follow each other,
+        # so a file made of several needs no sort (a sorted copy of up to MAX_ROWS_PER_FILE rows),
+        # and which rows share a file does not depend on the staging files' random names.
+        hidden = [read_piece(p).select(["_key", "_origin"]) for p in element[1]]
+        firsts = [_first_origin(h) for h in hidden]
+        order = sorted(range(len(hidden)), key=firsts.__getitem__)
+        pieces = [element[1][i] for i in order]
+        # Only the 16 bytes of key and order per row are kept for the whole partition, copied out
+        # of the pieces: a staging file is a memory map, and its pages, once read, count in the
+        # resident memory for as long as anything refers to the map.
+        hidden = [hidden[i] for i in order]
+        sizes = [h.num_rows for h in hidden]
+        keys = pa.concat_tables(hidden).combine_chunks()
+        del hidden
+        origins = keys.column("_origin").to_numpy()
+        kept_rows = first_copy_mask(keys)  # in the order of `keys`: the pieces', one after another
         table_name = table_of(key)
         committed = self.committed.get((table_name, key.user_region, key.event_date))
         if committed:
             rows = pa.concat_tables([read_piece(p).select([DEVICE, EVENT, "_origin"]) for p in pieces])
             paths = [join(self._root, f) if self._fs is not None else os.path.join(self._root, f) for f in committed]
-            keep, _ = drop_committed(rows, keep, paths, self._fs)
-        duplicates = keys.num_rows - len(keep)
-        if not len(keep):  # every row is committed already: no file
+            keep = origins if kept_rows is None else origins[kept_rows]
+            keep, _ = drop_committed(rows, pa.array(keep), paths, self._fs)
+            del rows
+            if len(keep) < (keys.num_rows if kept_rows is None else int(kept_rows.sum())):
+                kept_rows = np.isin(origins, keep.to_numpy(zero_copy_only=False))
+        duplicates = 0 if kept_rows is None else keys.num_rows - int(kept_rows.sum())
+        if duplicates == keys.num_rows:  # every row is committed already: no file
             yield self._stats(key, 0, 0, duplicates)
             return
         relative = f"user_region={key.user_region}/event_date={key.event_date}"
@@ -265,32 +320,52 @@ class _FinalizePartition(beam.DoFn):
             make_dir(directory)
         else:
             directory = join(self._root, table_name, relative)
-        pending: list[pa.Table] = []
+        pending: list[pa.Table | tuple[pa.Table, pa.Array]] = []
+        bounds: list[pa.Table] = []  # the kept rows' event_time, for the file's statistics
         pending_rows = 0
         part = 0
         written = 0
         files: list[WrittenFile] = []
 
         def flush() -> None:
-            nonlocal pending, pending_rows, part, written
+            nonlocal pending, bounds, pending_rows, part, written
             name = f"part-{self.file_prefix}-{part:05d}.parquet"
-            lo, hi, nulls = time_bounds(pending)
+            lo, hi, nulls = time_bounds(bounds)
             files.append(WrittenFile(table_name, f"{relative}/{name}", pending_rows, key.user_region,
                                      key.event_date, lo, hi, nulls))
             self._submit(pending, join(directory, name) if self._fs is not None else os.path.join(directory, name))
             written += pending_rows
             part += 1
-            pending, pending_rows = [], 0
+            pending, bounds, pending_rows = [], [], 0
 
-        for piece in pieces:
-            table = read_piece(piece)
-            if duplicates:
-                table = keep_copies(table, keep)
-            while table.num_rows:  # a piece that does not fit is cut: no file exceeds the limit
-                room = self.MAX_ROWS_PER_FILE - pending_rows
-                pending.append(table.slice(0, room))
-                pending_rows += pending[-1].num_rows
-                table = table.slice(room)
+        times: list[str] = []
+        offset = 0
+        for piece, size in zip(pieces, sizes, strict=True):
+            table = read_piece(piece)  # mapped again: each piece's pages are let go once its rows are written
+            times = ["event_time"] if "event_time" in table.column_names else []
+            piece_rows = None if kept_rows is None else kept_rows[offset:offset + size]
+            offset += size
+            if piece_rows is not None and piece_rows.all():
+                piece_rows = None
+            kept = None if piece_rows is None else np.flatnonzero(piece_rows)
+            mask = None if piece_rows is None else pa.array(piece_rows)
+            done = 0  # kept rows of this piece handed to files so far
+            total = table.num_rows if kept is None else len(kept)
+            while done < total:  # a piece that does not fit is cut: no file exceeds the limit
+                take = min(self.MAX_ROWS_PER_FILE - pending_rows, total - done)
+                if kept is None:
+                    part_table = table.slice(done, take)
+                    pending.append(part_table)
+                    bounds.append(part_table.select(times))
+                else:  # rows [first, stop) of the piece hold exactly `take` kept rows
+                    assert mask is not None
+                    first = 0 if done == 0 else int(kept[done - 1]) + 1
+                    stop = int(kept[done + take - 1]) + 1 if done + take < total else table.num_rows
+                    chosen = kept[done:done + take]
+                    pending.extend(_kept_rows(table, mask, chosen, first, stop))
+                    bounds.append(table.select(times).take(pa.array(chosen)))
+                pending_rows += take
+                done += take
                 if pending_rows >= self.MAX_ROWS_PER_FILE:
                     flush()
         if pending_rows or part == 0:

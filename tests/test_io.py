@@ -165,3 +165,64 @@ def test_a_partition_larger_than_a_file_is_cut_into_files_of_exactly_the_limit(t
     assert sorted(x for v in values for x in v) == sorted(f"r{o}" for o in range(28))
     written = [w for w in out if not isinstance(w, dict)]
     assert sorted(w.rows for w in written if hasattr(w, "rows")) == [7, 7, 7, 7]
+
+
+def test_retries_removed_across_pieces_and_file_cuts_give_the_same_files_by_slices_or_masks(tmp_path, monkeypatch):
+    """Retries (a later copy of a (device, event) key) spread over staged pieces given in any
+    order, with the file limit cutting pieces between and next to dropped rows: every file but
+    the last holds exactly the limit, the files together hold the first copy of every key once,
+    in input order across files too, and each file's `event_time` statistics are those of its
+    own rows. Kept rows travel as slices between the dropped ones, or (past MAX_SLICES runs) as
+    a range with its mask: both give the same files."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.tables import time_bounds
+    from transforms.records import PartitionKey
+
+    key = tuple(PartitionKey("data", "wifi", "EEA", "2026-01-01"))
+    rnd = random.Random(11)
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    origins = list(range(200))
+    keys = [o if o < 40 or rnd.random() < 0.7 else rnd.randrange(0, o) for o in origins]  # about 30% retries
+    first_of: dict[int, int] = {}
+    for o, k in zip(origins, keys, strict=True):
+        first_of.setdefault(k, o)
+    expected = sorted(first_of.values())
+    times = {o: base + dt.timedelta(seconds=rnd.randrange(86_400)) for o in origins}
+    cuts = sorted(rnd.sample(range(1, 200), 9))
+    results = {}
+    for max_slices in (0, 2, 10_000):
+        monkeypatch.setattr(io, "MAX_SLICES", max_slices)
+        monkeypatch.setattr(io._FinalizePartition, "MAX_ROWS_PER_FILE", 23)
+        pieces = []
+        for n, (a, b) in enumerate(zip([0, *cuts], [*cuts, 200], strict=True)):
+            table = pa.table({"v": [f"r{o}" for o in origins[a:b]],
+                              "event_time": pa.array([times[o] for o in origins[a:b]], pa.timestamp("us", "UTC")),
+                              "_key": pa.array(keys[a:b], pa.int64()), "_origin": pa.array(origins[a:b], pa.int64())})
+            if n % 2:
+                pieces.append(io.inline_piece(table))
+            else:
+                path = tmp_path / f"s{max_slices}-{a:03d}.arrow"
+                io.write_staging(table, str(path))
+                pieces.append(str(path))
+        rnd.shuffle(pieces)
+        out_dir = tmp_path / f"final{max_slices}"
+        fn = io._FinalizePartition(str(out_dir), "t")
+        fn.setup()
+        out = list(fn.process((key, pieces)))
+        fn.finish_bundle()
+        fn.teardown()
+        written = sorted((w for w in out if hasattr(w, "rows")), key=lambda w: w.path)
+        files = [pq.read_table(out_dir / "wifi" / w.path) for w in written]
+        assert [f.num_rows for f in files] == [w.rows for w in written]
+        assert all(f.num_rows == 23 for f in files[:-1]) and 0 < files[-1].num_rows <= 23
+        values = [v for f in files for v in f.column("v").to_pylist()]
+        assert values == [f"r{o}" for o in expected]  # first copies only, in input order across files
+        for w, f in zip(written, files, strict=True):
+            assert (w.min_time, w.max_time, w.time_nulls) == time_bounds([f])
+        assert out[0]["dropped/duplicate"] == 200 - len(expected)
+        results[max_slices] = [f.to_pylist() for f in files]
+    assert results[0] == results[2] == results[10_000]

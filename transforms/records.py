@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from itertools import repeat
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -607,12 +608,32 @@ def _to_table(ctx: SanitizeContext, tpol: TypePolicy, rows: list[tuple],
     return pa.Table.from_arrays(arrays, schema=full), failed
 
 
+def first_copy_mask(keys: pa.Table) -> np.ndarray | None:
+    """Which rows of `keys` (`_key`, `_origin`) are the first copy, in input order, of their
+    (device, event) key: the copy that is written when a producer retried; None when no key
+    repeats (the usual case).
+
+    One sort by (key, order) in numpy: Arrow's hash group-by took about 110 MiB for the
+    290,000 rows of the largest partition of a 5M-record run (memory that grows with the
+    partition, so with the input), the sort about 10 MiB."""
+    key = keys.column("_key").to_numpy()
+    order = np.lexsort((keys.column("_origin").to_numpy(), key))
+    key = key[order]
+    first = np.empty(len(key), dtype=bool)
+    first[:1] = True
+    np.not_equal(key[1:], key[:-1], out=first[1:])
+    if first.all():
+        return None
+    mask = np.empty(len(key), dtype=bool)
+    mask[order] = first
+    return mask
+
+
 def first_copies(keys: pa.Table) -> pa.Array:
-    """`_origin` of the first copy, in input order, of every (device, event) key: the copy
-    that is written when a producer retried (rows need only `_key` and `_origin`)."""
-    if pc.count_distinct(keys.column("_key")).as_py() == keys.num_rows:  # no retries: the usual case,
-        return keys.column("_origin")  # and counting is cheaper than grouping (most partitions are small)
-    return keys.group_by("_key").aggregate([("_origin", "min")]).column("_origin_min")
+    """`_origin` of the first copy of every (device, event) key (see first_copy_mask)."""
+    mask = first_copy_mask(keys)
+    origin = keys.column("_origin")
+    return origin if mask is None else pa.array(origin.to_numpy()[mask])
 
 
 def keep_copies(table: pa.Table, keep: pa.Array) -> pa.Table:
