@@ -24,6 +24,7 @@ setup(
         "deltalake>=1.1,<2",
         "tqdm>=4.60,<5",
         "google-re2>=1.1,<2",
+        "obstore>=0.6,<1",  # leases on S3 outputs: conditional puts (pipeline/store_lease.py)
     ],
     extras_require={
         "test": [
@@ -37,6 +38,7 @@ setup(
             "mypy>=1.10,<3",
             "setuptools>=68",  # tests/test_wheel.py builds the wheel without an isolated build env
             "wheel>=0.40",
+            "moto[server]>=5.0.20,<6",  # tests/test_object_store.py: a local S3 emulator
         ],
         "dask": ["dask[distributed]>=2024.4.2,<2027"],
     },

@@ -348,6 +348,7 @@ class Output:
                 mode, filters = "append", None  # unpartitioned: earlier rows of this slice removed by file
                 actions.extend(self._quarantine_removes(table, quarantine_tag, now_ms))
             kill_point(f"before_commit:{name}")
+            self._check_lease(result, plan)
             try:
                 schema = self._commit_schema(name, table, mode, part, meta)
                 table.create_write_transaction(actions, mode, schema, partition_by=partition_by(name),
@@ -361,6 +362,19 @@ class Output:
             kill_point(f"after_commit:{name}")
             result[name] = {"version": self._version_of(table, plan, meta["run_id"]), "rows_added": rows}
         return result
+
+    def _check_lease(self, result: dict[str, dict[str, Any]], plan: Plan) -> None:
+        """A run that lost its lease on an object store (stopped or cut off for longer than the
+        lease allows: an erase may have vacuumed its files) commits nothing more."""
+        from pipeline.lease import check_held
+        from pipeline.store_lease import LeaseLost
+
+        try:
+            check_held()
+        except LeaseLost as exc:
+            committed = [n for n in result if n not in plan.done]
+            raise CommitError(f"--output {self.location}: this run {exc} ({len(committed)} table(s) of this run "
+                              "committed before)") from None
 
     def append_once(self, name: str, files: list[WrittenFile], meta: dict[str, str], app_id: str,
                     version: int) -> dict[str, Any]:

@@ -111,14 +111,14 @@ def _erase_table(req: Request, ref: TableRef, result: ErasureResult, dry_run: bo
     try:
         if n:
             _rewrite(req, ref, dt, dataset, hits)
-        dt = DeltaTable(str(ref.path))
-        result.vacuumed[ref.name] += vacuum(dt, req.data_dir)
-        if log_files_holding(ref.path, _needles(req)):
-            result.log_expired[ref.name] += expire_log(dt)
-            left = log_files_holding(ref.path, _needles(req))
+        dt = DeltaTable(ref.path, storage_options=req.data.storage_options)
+        result.vacuumed[ref.name] += vacuum(dt, req.data, ref.name)
+        if log_files_holding(req.data, ref.name, _needles(req)):
+            result.log_expired[ref.name] += expire_log(dt, req.data, ref.name)
+            left = log_files_holding(req.data, ref.name, _needles(req))
             if left:
                 raise DataFileError(f"{ref.path}: the table log still holds the subject's pseudonym in "
-                                    f"{', '.join(p.name for p in left)}")
+                                    f"{', '.join(p.rsplit('/', 1)[-1] for p in left)}")
     except CommitFailedError as exc:
         raise DataFileError(f"{ref.path}: another writer committed to the table meanwhile ({exc})") from None
     except (DeltaError, pa.ArrowException) as exc:
@@ -130,8 +130,15 @@ def _erase_table(req: Request, ref: TableRef, result: ErasureResult, dry_run: bo
 
 
 def _append_log(req: Request, entry: dict[str, Any]) -> None:
-    with open(req.data_dir / ERASURE_LOG, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
+    """One line per erase. An object cannot be appended to: on S3 it is read and written back
+    whole, which is safe because only the holder of the exclusive lease writes it."""
+    line = json.dumps(entry) + "\n"
+    if req.data.remote:
+        before = req.data.read(ERASURE_LOG) if req.data.exists(ERASURE_LOG) else b""
+        req.data.write(before + line.encode(), ERASURE_LOG)
+        return
+    with open(req.data.path(ERASURE_LOG), "a", encoding="utf-8") as fh:
+        fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -139,12 +146,12 @@ def _append_log(req: Request, entry: dict[str, Any]) -> None:
 def erase(req: Request, dry_run: bool = False) -> ErasureResult:
     """Remove the subject's rows from every table and vacuum every table (see the module doc)."""
     result = ErasureResult()
-    refs = iter_tables(req.data_dir)
+    refs = iter_tables(req.data)
     if dry_run:
         for ref in refs:
             _erase_table(req, ref, result, dry_run=True)
         return result
-    with exclusive(req.data_dir):
+    with exclusive(req.data):
         try:
             for ref in refs:
                 _erase_table(req, ref, result, dry_run=False)
@@ -193,5 +200,5 @@ def summary(req: Request, result: ErasureResult, dry_run: bool) -> str:
     lines.append(f"{verb} {total} row(s) from {sum(1 for v in result.removed.values() if v)} table(s); "
                  f"{sum(result.vacuumed.values())} file(s) vacuumed"
                  + (f"; {expired} old log file(s) holding the pseudonyms expired" if expired else "")
-                 + f"; logged to {req.data_dir / ERASURE_LOG}")
+                 + f"; logged to {req.data.uri(ERASURE_LOG)}")
     return "\n".join(lines)

@@ -21,11 +21,13 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from pipeline import lease
 from pipeline.commit import kill_point
+from pipeline.location import Location
 from pipeline.staging import LOCK as STAGING_LOCK
 from pipeline.staging import PREFIX as STAGING_PREFIX
 from pipeline.staging import remove_stale
@@ -42,26 +44,36 @@ class BusyError(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive(data_dir: Path) -> Iterator[None]:
-    """Hold DIR/_maintenance.lock exclusively (pipeline/lease.py): one erase or maintain at a time
-    on an output, and none while a writer (run, watch batch, stream job) holds its shared lease,
-    which it takes before it writes a file and keeps until its commits and report are done. So a
-    vacuum never deletes a file a run is about to commit, and no run commits under an erase.
-    Runs of older versions only hold their staging lock: `check_no_live_run` still looks."""
+def exclusive(data: Location) -> Iterator[None]:
+    """Hold the output's maintenance lease exclusively (pipeline/lease.py): one erase or maintain
+    at a time on an output, and none while a writer (run, watch batch, stream job) holds its
+    shared lease, which it takes before it writes a file and keeps until its commits and report
+    are done. So a vacuum never deletes a file a run is about to commit, and no run commits under
+    an erase. Runs of older versions only hold their staging lock: `check_no_live_run` still looks
+    (local outputs)."""
+    from pipeline.store_lease import LeaseError
+
     try:
-        with lease.maintenance(str(data_dir)):
-            check_no_live_run(data_dir)
+        with lease.maintenance(str(data)):
+            check_no_live_run(data)
             yield
     except lease.LeaseBusy:
-        raise BusyError(f"{data_dir}: a run, a `subject erase` or a `maintain` is using it "
-                        f"({lease.LEASE_FILE} is held); run again when it has ended") from None
+        held = "a lease under _leases/ is live" if data.remote else f"{lease.LEASE_FILE} is held"
+        raise BusyError(f"{data}: a run, a `subject erase` or a `maintain` is using it ({held}); run again when it "
+                        "has ended") from None
+    except LeaseError as exc:
+        raise BusyError(str(exc)) from None
 
 
-def check_no_live_run(data_dir: Path) -> int:
+def check_no_live_run(data: Location) -> int:
     """A run writes its final files into the tables before it commits them, and a vacuum at zero
     retention would delete them: stop if a run is alive (it holds the lock of its staging
     directory DIR/.staging-<run_id>). Staging directories of dead runs hold sanitized rows,
-    pseudonyms included: they are removed. Returns how many were removed."""
+    pseudonyms included: they are removed. Returns how many were removed. Runs into an object
+    store stage on their own machine: nothing to look at there (their lease is what counts)."""
+    if data.remote:
+        return 0
+    data_dir = Path(data.location)
     for path in sorted(data_dir.glob(f"{STAGING_PREFIX}*")):
         if not path.is_dir():
             continue
@@ -79,70 +91,77 @@ def check_no_live_run(data_dir: Path) -> int:
     return len(remove_stale(str(data_dir)))
 
 
-def vacuum(dt: DeltaTable, data_dir: Path) -> int:
+def _check_lease(data: Location) -> None:
+    from pipeline.store_lease import LeaseLost
+
+    try:
+        lease.check_held()
+    except LeaseLost as exc:
+        raise BusyError(f"{data}: {exc}") from None
+
+
+def vacuum(dt: DeltaTable, data: Location, name: str) -> int:
     """Delete every file the current version does not name (removed by a commit, or never
     committed), with zero retention; returns how many. Leftover commit temp files and
-    partition directories left empty go too. Checked again just before: no run is alive."""
-    check_no_live_run(data_dir)
-    root = Path(dt.table_uri.removeprefix("file://"))
-    kill_point(f"vacuum:{os.path.relpath(root, data_dir.resolve())}")  # fault tests
+    partition directories left empty go too. Checked again just before: no run is alive, and
+    this process still holds its lease."""
+    check_no_live_run(data)
+    _check_lease(data)
+    kill_point(f"vacuum:{name}")  # fault tests
     # A tombstone stays in the log after its file is deleted, and delta-rs lists it again:
-    # only files still on disk are counted, and no VACUUM commits are made for none.
+    # only files still there are counted, and no VACUUM commits are made for none.
     listed = dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=True, full=True)
-    removed = [p for p in listed if (root / p).exists()]
+    removed = data.existing([f"{name}/{p}" for p in listed])
     if removed:
         dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False, full=True)
-    log = root / DELTA_LOG
-    stale = [p for p in log.iterdir() if STALE_COMMIT_TEMP.match(p.name)] if log.is_dir() else []
-    for path in stale:
-        path.unlink(missing_ok=True)
-    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
-        here = Path(dirpath)
-        if DELTA_LOG in here.relative_to(root).parts:
-            continue
-        for name in filenames:
-            if STAGING_FILE.search(name):
-                (here / name).unlink(missing_ok=True)
-                stale.append(here / name)
-        if here != root and not any(here.iterdir()):
-            with contextlib.suppress(OSError):
-                here.rmdir()
+    stale = []
+    for rel in data.files(name):
+        inside = rel[len(name) + 1:]
+        in_log = inside.split("/", 1)[0] == DELTA_LOG
+        if (in_log and STALE_COMMIT_TEMP.match(inside.rsplit("/", 1)[-1])) or (
+                not in_log and STAGING_FILE.search(inside)):
+            data.delete(rel)
+            stale.append(rel)
+    if not data.remote:  # partition directories left empty (an object store has none)
+        root = Path(data.location) / name
+        for dirpath, _dirnames, _filenames in os.walk(root, topdown=False):
+            here = Path(dirpath)
+            if here != root and DELTA_LOG not in here.relative_to(root).parts and not any(here.iterdir()):
+                with contextlib.suppress(OSError):
+                    here.rmdir()
     return len(removed) + len(stale)
 
 
-def _log_text(path: Path) -> bytes:
-    if path.suffix == ".parquet":  # checkpoints are compressed: compare the decoded values
+def _log_text(data: Location, rel: str) -> bytes:
+    raw = data.read(rel)
+    if rel.endswith(".parquet"):  # checkpoints are compressed: compare the decoded values
         try:
-            return str(pq.read_table(path).to_pylist()).encode("utf-8", "surrogatepass")
+            return str(pq.read_table(pa.BufferReader(raw)).to_pylist()).encode("utf-8", "surrogatepass")
         except Exception:  # an unreadable checkpoint is compared as raw bytes
             pass
-    return path.read_bytes()
+    return raw
 
 
-def log_files_holding(table_dir: Path, needles: list[str]) -> list[Path]:
-    """Files under the table's _delta_log that contain any of `needles`."""
-    log = table_dir / DELTA_LOG
-    if not needles or not log.is_dir():
+def log_files_holding(data: Location, name: str, needles: list[str]) -> list[str]:
+    """Files under the table's _delta_log that contain any of `needles` (relative to the output)."""
+    if not needles:
         return []
     raw = [n.encode("utf-8", "surrogatepass") for n in needles]
-    hits = []
-    for path in sorted(p for p in log.rglob("*") if p.is_file()):
-        text = _log_text(path)
-        if any(n in text for n in raw):
-            hits.append(path)
-    return hits
+    return [rel for rel in data.files(name, DELTA_LOG) if any(n in _log_text(data, rel) for n in raw)]
 
 
-def expire_log(dt: DeltaTable) -> int:
+def expire_log(dt: DeltaTable, data: Location, name: str) -> int:
     """Checkpoint the current version, then delete every commit and checkpoint below it (the
     history before it is given up); returns how many log files were deleted."""
     dt.create_checkpoint()
-    log = Path(dt.table_uri.removeprefix("file://")) / DELTA_LOG
     current = dt.version()
     deleted = 0
-    for path in sorted(log.iterdir()):
-        m = COMMIT_FILE.match(path.name) or CHECKPOINT_FILE.match(path.name)
-        if (m and int(m.group(1)) < current) or STALE_COMMIT_TEMP.match(path.name) or path.name.endswith(".crc"):
-            path.unlink(missing_ok=True)
+    for rel in data.files(name, DELTA_LOG):
+        base = rel.rsplit("/", 1)[-1]
+        if rel != f"{name}/{DELTA_LOG}/{base}":
+            continue  # not directly in the log directory
+        m = COMMIT_FILE.match(base) or CHECKPOINT_FILE.match(base)
+        if (m and int(m.group(1)) < current) or STALE_COMMIT_TEMP.match(base) or base.endswith(".crc"):
+            data.delete(rel)
             deleted += 1
     return deleted

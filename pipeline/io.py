@@ -225,8 +225,8 @@ def _write_rows(tables: list, path: str, filesystem, guard: FileGuard | None, ro
 
 
 def file_guard(location: str) -> FileGuard:
-    """The lease a worker holds while it writes a file into `location` (none for a URI)."""
-    return FileGuard(None if is_remote(location) else location)
+    """The lease a worker holds while it writes a file into `location` (pipeline/lease.py)."""
+    return FileGuard(location)
 
 
 class _FinalizePartition(beam.DoFn):

@@ -18,8 +18,10 @@ erase can miss rows committed under it. So (docs/erasure-and-maintenance.md):
   waits for it.
 
 flock locks are released by the kernel when their process dies (SIGKILL included), so a
-killed holder never blocks anyone. They work on a local file system only; that is one of
-the reasons an output must be a local directory (docs/tables.md, Locations).
+killed holder never blocks anyone. They work on a local file system only. On an S3 output the
+same three leases are objects under DIR/_leases/ created with a conditional put and renewed
+until released (pipeline/store_lease.py); every function here picks one or the other by the
+location (docs/tables.md, Locations).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Callable, Iterator
+
+from pipeline.location import scheme
 
 LEASE_FILE = "_maintenance.lock"
 COMMIT_LOCK = "_commit.lock"
@@ -40,6 +44,23 @@ class LeaseBusy(RuntimeError):
 def _open(directory: str, name: str) -> int:
     os.makedirs(directory, exist_ok=True)
     return os.open(os.path.join(directory, name), os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def check_held() -> None:
+    """Before each commit and each vacuum: fail (store_lease.LeaseLost) if a lease on an object
+    store could not be renewed in time. flock leases cannot be lost while their process lives."""
+    from pipeline import store_lease
+
+    store_lease.check()
+
+
+@contextlib.contextmanager
+def _stored(take: Callable[[], object]) -> Iterator[None]:
+    lease = take()
+    try:
+        yield
+    finally:
+        lease.release()  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
@@ -62,18 +83,32 @@ def _held(directory: str, name: str, mode: int, wait: bool, on_wait: Callable[[]
 def writer(directory: str, on_wait: Callable[[], None] | None = None) -> contextlib.AbstractContextManager[None]:
     """Shared lease of a writer on a local output, for its whole life: waits while an erase or a
     maintain holds the output (`on_wait` is called once before waiting)."""
+    if scheme(directory):
+        from pipeline import store_lease
+
+        return _stored(lambda: store_lease.shared(directory, "run", on_wait))
     return _held(directory, LEASE_FILE, fcntl.LOCK_SH, True, on_wait)
 
 
 def maintenance(directory: str) -> contextlib.AbstractContextManager[None]:
     """Exclusive lease of `subject erase` / `maintain`: LeaseBusy at once if a writer or another
     erase/maintain holds the output."""
+    if scheme(directory):
+        from pipeline import store_lease
+
+        return _stored(lambda: store_lease.exclusive(directory, store_lease.EXCLUSIVE, "maintenance", False, None,
+                                                     lambda: LeaseBusy(directory), shared=store_lease.SHARED))
     return _held(directory, LEASE_FILE, fcntl.LOCK_EX, False, None)
 
 
 def committing(directory: str, wait: bool, on_wait: Callable[[], None] | None = None,
                ) -> contextlib.AbstractContextManager[None]:
     """Exclusive lock of a run's commit phase: LeaseBusy if held and not `wait`."""
+    if scheme(directory):
+        from pipeline import store_lease
+
+        return _stored(lambda: store_lease.exclusive(directory, store_lease.COMMIT, "commit", wait, on_wait,
+                                                     lambda: LeaseBusy(directory)))
     return _held(directory, COMMIT_LOCK, fcntl.LOCK_EX, wait, on_wait)
 
 
@@ -83,14 +118,24 @@ class FileGuard:
     Picklable (a path only). Each write opens the lock file, takes the lease and closes it
     (three system calls): writer threads of one worker never release each other's lease.
     Without a driver holding its lease (killed), an erase or maintain may hold the output
-    exclusively: the write fails rather than put a file into a table being vacuumed."""
+    exclusively: the write fails rather than put a file into a table being vacuumed. On an S3
+    output a worker has no lease object of its own: before each file it checks (one HEAD) that
+    no live exclusive lease exists (docs/tables.md, Locations, says what this leaves open)."""
 
     def __init__(self, directory: str | None) -> None:
         self.directory = directory
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
-        if self.directory is None:  # not a local output
+        if self.directory is None:
+            yield
+            return
+        if scheme(self.directory):  # an object store: no lease to hold, but none may be held exclusively
+            from pipeline import store_lease
+
+            if store_lease.exclusive_held(self.directory):
+                raise RuntimeError(f"{self.directory}: a `subject erase` or `maintain` holds the output, so the "
+                                   "run that started this worker has ended; no file was written")
             yield
             return
         fd = _open(self.directory, LEASE_FILE)

@@ -32,14 +32,15 @@ from deltalake import CommitProperties, DeltaTable, WriterProperties, write_delt
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from pipeline.housekeeping import BusyError, exclusive, vacuum
+from pipeline.location import Location
 from pipeline.run import ConfigError, parse_as_of
 from pipeline.tables import (
     DELTA_LOG,
     list_tables,
     locked_name,
-    not_local,
     partition_by,
     record_type_of,
+    refused,
     table_config,
     table_kind,
     table_schema,
@@ -65,9 +66,14 @@ class Counts:
     vacuumed: Counter = field(default_factory=Counter)
 
 
-def data_files(table_dir: Path) -> int:
-    """Parquet files on disk below a table (what a plain Parquet reader of the directory sees)."""
-    return sum(1 for p in table_dir.rglob("*.parquet") if DELTA_LOG not in p.relative_to(table_dir).parts)
+def data_files(table_dir: Path | str, data: Location | None = None) -> int:
+    """Parquet files below a table (what a plain Parquet reader of the directory sees): a local
+    directory, or the table `table_dir` of `data`."""
+    if data is None:
+        table = Path(table_dir)
+        return sum(1 for p in table.rglob("*.parquet") if DELTA_LOG not in p.relative_to(table).parts)
+    name = str(table_dir)
+    return sum(1 for f in data.files(name) if f.endswith(".parquet") and f"/{DELTA_LOG}/" not in f[len(name):])
 
 
 def _commit(step: str, policy: Policy, as_of: datetime) -> CommitProperties:
@@ -79,22 +85,21 @@ def _cutoff_sql(cutoff: datetime) -> str:
     return f"event_time < '{cutoff.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
 
 
-def _open_locked(data_dir: Path, policy: Policy, record_type: str) -> DeltaTable:
+def _open_locked(data: Location, policy: Policy, record_type: str) -> DeltaTable:
     name = locked_name(record_type)
-    path = data_dir / name
-    if DeltaTable.is_deltatable(str(path)):
-        return DeltaTable(str(path))
-    return DeltaTable.create(str(path), table_schema(policy, name), partition_by=partition_by(name),
-                             configuration=table_config(name))
+    if DeltaTable.is_deltatable(data.uri(name), data.storage_options):
+        return DeltaTable(data.uri(name), storage_options=data.storage_options)
+    return DeltaTable.create(data.uri(name), table_schema(policy, name), partition_by=partition_by(name),
+                             configuration=table_config(name), storage_options=data.storage_options)
 
 
-def expire(data_dir: Path, name: str, policy: Policy, as_of: datetime, counts: Counts) -> None:
+def expire(data: Location, name: str, policy: Policy, as_of: datetime, counts: Counts) -> None:
     """Delete (or lock, then delete) the rows of a data table older than its type's retention."""
     tpol = policy.types.get(record_type_of(name) or "")
     if tpol is None:  # a type the policy no longer knows: nothing says how long to keep it
         return
     cutoff = as_of - timedelta(days=tpol.retention_days)
-    dt = DeltaTable(str(data_dir / name))
+    dt = DeltaTable(data.uri(name), storage_options=data.storage_options)
     dataset = dt.to_pyarrow_dataset()
     times = dataset.to_table(columns=["event_time"]).column("event_time")
     expired = int(pc.sum(pc.less(times, pa.scalar(cutoff, times.type))).as_py() or 0)
@@ -102,7 +107,7 @@ def expire(data_dir: Path, name: str, policy: Policy, as_of: datetime, counts: C
         return
     if tpol.on_expiry == "lock":
         rows = dataset.to_table(filter=pc.field("event_time") < pa.scalar(cutoff, times.type))
-        locked = _open_locked(data_dir, policy, tpol.name)
+        locked = _open_locked(data, policy, tpol.name)
         # A maintain killed between the two commits already copied these rows: copy each once.
         have = locked.to_pyarrow_table(columns=["event_id"]).column("event_id")
         rows = rows.filter(pc.invert(pc.is_in(rows.column("event_id"), value_set=have.combine_chunks())))
@@ -115,32 +120,33 @@ def expire(data_dir: Path, name: str, policy: Policy, as_of: datetime, counts: C
     dt.delete(_cutoff_sql(cutoff), writer_properties=WRITER, commit_properties=_commit("retention", policy, as_of))
 
 
-def maintain(data_dir: Path, policy: Policy, as_of: datetime, target_mb: int) -> Counts:
+def maintain(data: Location, policy: Policy, as_of: datetime, target_mb: int) -> Counts:
     counts = Counts()
-    with exclusive(data_dir):
-        for name in list_tables(str(data_dir)):
-            counts.files_before[name] = data_files(data_dir / name)
-        for name in list_tables(str(data_dir)):
+    options = data.storage_options
+    with exclusive(data):
+        for name in list_tables(data.location, options):
+            counts.files_before[name] = data_files(name, data)
+        for name in list_tables(data.location, options):
             try:
                 if table_kind(name) == "data":
-                    expire(data_dir, name, policy, as_of, counts)
-                dt = DeltaTable(str(data_dir / name))
+                    expire(data, name, policy, as_of, counts)
+                dt = DeltaTable(data.uri(name), storage_options=options)
                 metrics = dt.optimize.compact(target_size=target_mb << 20, writer_properties=WRITER,
                                               commit_properties=_commit("compaction", policy, as_of))
                 counts.compacted_removed[name] += int(metrics.get("numFilesRemoved", 0))
                 counts.compacted_added[name] += int(metrics.get("numFilesAdded", 0))
-                counts.vacuumed[name] += vacuum(DeltaTable(str(data_dir / name)), data_dir)
+                counts.vacuumed[name] += vacuum(DeltaTable(data.uri(name), storage_options=options), data, name)
             except CommitFailedError as exc:
-                raise MaintenanceError(f"{data_dir / name}: another writer committed to the table meanwhile "
+                raise MaintenanceError(f"{data.uri(name)}: another writer committed to the table meanwhile "
                                        f"({exc}); run maintain again") from None
             except (DeltaError, pa.ArrowException, OSError) as exc:
-                raise MaintenanceError(f"{data_dir / name}: {exc.__class__.__name__}: {exc}") from None
-        for name in list_tables(str(data_dir)):
-            counts.files_after[name] = data_files(data_dir / name)
+                raise MaintenanceError(f"{data.uri(name)}: {exc.__class__.__name__}: {exc}") from None
+        for name in list_tables(data.location, options):
+            counts.files_after[name] = data_files(name, data)
     return counts
 
 
-def summary(data_dir: Path, counts: Counts, as_of: datetime, target_mb: int, seconds: float) -> str:
+def summary(data_dir: Location, counts: Counts, as_of: datetime, target_mb: int, seconds: float) -> str:
     names = sorted(counts.files_after)
     width = max((len(n) for n in names), default=5)
     lines = [f"maintain {data_dir} (as of {as_of.isoformat()}, target file size {target_mb} MiB)",
@@ -184,13 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.target_mb <= 0:
             raise ConfigError(f"--target-file-size-mb {args.target_mb}: must be a positive number of MiB")
-        if not_local("--data", args.data):
-            raise ConfigError(str(not_local("--data", args.data)))
-        data_dir = Path(args.data)
-        if not data_dir.is_dir():
-            raise ConfigError(f"--data {data_dir}: not a directory")
-        if not list_tables(str(data_dir)):
-            raise ConfigError(f"--data {data_dir}: no Delta table found (is this the output of a run?)")
+        if refused("--data", args.data):
+            raise ConfigError(str(refused("--data", args.data)))
+        data_dir = Location(args.data)
+        try:
+            if not data_dir.is_dir():
+                raise ConfigError(f"--data {data_dir}: not a directory")
+            if not list_tables(data_dir.location, data_dir.storage_options):
+                raise ConfigError(f"--data {data_dir}: no Delta table found (is this the output of a run?)")
+        except OSError as exc:
+            raise ConfigError(f"--data {data_dir}: cannot read: {str(exc).strip().splitlines()[0]}") from None
         as_of, policy = parse_as_of(args.as_of), load_policy(args.policy)
         start = time.monotonic()
         counts = maintain(data_dir, policy, as_of, args.target_mb)

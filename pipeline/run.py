@@ -30,11 +30,13 @@ from pipeline.commit import CommitError, Output, SchemaMismatch, Slice, kill_poi
 from pipeline.dedupe import committed_partition_files
 from pipeline.files import InputError, changed_since, expand_inputs, snapshot
 from pipeline.graph import build_pipeline, read_results
+from pipeline.location import storage_options
 from pipeline.options import DEFAULT_RUNNER, SanitizerOptions, input_formats, parallelism
 from pipeline.reading import CHUNK_BYTES
 from pipeline.report import build_report, summary
 from pipeline.staging import make_staging
-from pipeline.tables import QUARANTINE, REPORT, REPORTS, commit_metadata, is_remote, join, not_local
+from pipeline.store_lease import LeaseError
+from pipeline.tables import QUARANTINE, REPORT, REPORTS, commit_metadata, is_remote, join, refused
 from schemas.formats import FormatError, load_formats, load_profile
 from schemas.policy import PolicyError, load_policy
 from transforms.fields import FieldTypeError, parse_rfc3339
@@ -108,10 +110,13 @@ def parse_slice(value: str | None) -> Slice:
 
 
 def check_output(out: str) -> None:
-    """The output must be a local directory, writable (or creatable); a URI is refused (tables.not_local)."""
-    refused = not_local("--output", out)
-    if refused:
-        raise ConfigError(refused)
+    """A local output must be a writable (or creatable) directory; of URIs only s3:// is accepted
+    (pipeline/location.py); the store itself is checked when the run takes its lease."""
+    why = refused("--output", out)
+    if why:
+        raise ConfigError(why)
+    if is_remote(out):
+        return
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--output {out}: exists and is not a directory")
     existing = out
@@ -183,16 +188,19 @@ def run(argv: list[str]) -> int:
                        opts.as_of, withdrawals, mode)
     leases = contextlib.ExitStack()  # pipeline/lease.py: erase/maintain and other runs' commits
     try:
-        if not is_remote(out):
-            leases.enter_context(lease.writer(out, on_wait=lambda: print(
-                f"note: --output {out}: a `subject erase` or `maintain` is running on it; waiting for it to end",
-                file=sys.stderr)))
+        leases.enter_context(lease.writer(out, on_wait=lambda: print(
+            f"note: --output {out}: a `subject erase` or `maintain` is running on it; waiting for it to end",
+            file=sys.stderr)))
         staging = make_staging(out, run_id)
     except OSError as exc:
         leases.close()
         print(f"error: --output {out}: cannot create: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    output = Output(out, policy)
+    except LeaseError as exc:  # an object store that cannot hold a lease
+        leases.close()
+        print(f"error: --output {exc}", file=sys.stderr)
+        return 2
+    output = Output(out, policy, storage_options(out))
     try:
         opened = time.time()
         try:
@@ -272,12 +280,11 @@ def run(argv: list[str]) -> int:
             "superseded_table": plan.superseded,
         }
         report = build_report(stats, meta)
-        if not is_remote(out):
-            try:
-                enter_commit_phase(leases, out, opts.append)
-            except CommitError:
-                output.remove_files(written, keep=set())
-                raise
+        try:
+            enter_commit_phase(leases, out, opts.append)
+        except CommitError:
+            output.remove_files(written, keep=set())
+            raise
         empty = stats.get("input_records", 0) == 0 and not opts.append and not opts.replace_empty
         outside = sorted({w.event_date or "" for w in written
                           if w.table != QUARANTINE and not part.holds(w.event_date)})
@@ -355,6 +362,8 @@ def enter_commit_phase(leases: contextlib.ExitStack, out: str, append: bool) -> 
     except lease.LeaseBusy:
         raise CommitError(f"--output {out}: another run is committing to it right now; nothing of this run was "
                           "committed: run it again") from None
+    except LeaseError as exc:
+        raise CommitError(f"--output {exc}; nothing of this run was committed: run it again") from None
 
 
 def exit_code(report: dict, allow_partial_input: bool = False) -> int:
@@ -373,7 +382,10 @@ def committed_names(output: Output, plan) -> set[str]:
 
     done = set()
     for name in plan.todo:
-        if DeltaTable(output.uri(name)).transaction_version(plan.app_id) == plan.execution:
+        if not DeltaTable.is_deltatable(output.uri(name), output.storage_options):
+            continue  # not even created
+        if DeltaTable(output.uri(name), storage_options=output.storage_options).transaction_version(
+                plan.app_id) == plan.execution:
             done.add(name)
     return done
 

@@ -37,8 +37,9 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from pipeline.housekeeping import BusyError
+from pipeline.location import Location
 from pipeline.run import ConfigError, load_key
-from pipeline.tables import DELTA_LOG, list_tables, not_local, record_type_of, table_kind
+from pipeline.tables import DELTA_LOG, REPORT, REPORTS, list_tables, record_type_of, refused, table_kind
 from schemas.policy import PARTITION_COLUMNS, Policy, PolicyError, load_policy
 from transforms.pseudonym import Pseudonymizer
 
@@ -90,24 +91,30 @@ def subject_columns(policy: Policy, type_name: str | None) -> dict[str, str]:
 @dataclass(frozen=True)
 class TableRef:
     name: str                # 'dns', '_locked/dns', '_quarantine' (pipeline.tables names)
-    path: Path
+    path: str                # the table's location (a local path or an s3:// URI)
     record_type: str | None  # None for the quarantine
     locked: bool
+    storage_options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def options(self) -> dict[str, str] | None:
+        return dict(self.storage_options) or None
 
 
-def iter_tables(data_dir: Path) -> list[TableRef]:
+def iter_tables(data: Location) -> list[TableRef]:
     """Every Delta table of the output: data, locked and quarantine. A type directory without a
     table log is output of an older version (plain Parquet) and stops the request: its rows could
     not be erased with the guarantees of a table."""
-    for entry in sorted(data_dir.iterdir()):
-        if (entry.is_dir() and _is_data_name(entry.name) and not (entry / DELTA_LOG).is_dir()
-                and any(entry.rglob("*.parquet"))):
-            raise SubjectError(f"--data {data_dir}: {entry.name}/ is not a Delta table (output of an older "
+    for name in data.dirs():
+        if (_is_data_name(name) and not data.is_dir(name, DELTA_LOG)
+                and any(f.endswith(".parquet") for f in data.files(name))):
+            raise SubjectError(f"--data {data}: {name}/ is not a Delta table (output of an older "
                                "version); re-run the pipeline into a new directory")
+    options = tuple(sorted((data.storage_options or {}).items()))
     refs = []
-    for name in list_tables(str(data_dir)):
+    for name in list_tables(data.location, data.storage_options):
         kind = table_kind(name)
-        refs.append(TableRef(name, data_dir / name, record_type_of(name), kind == "locked"))
+        refs.append(TableRef(name, data.uri(name), record_type_of(name), kind == "locked", options))
     return refs
 
 
@@ -127,7 +134,7 @@ def open_table(ref: TableRef) -> tuple[DeltaTable, pads.Dataset]:
     """The table at its current version, and a dataset of exactly the files that version names
     (files on disk that the log does not name are never read)."""
     try:
-        dt = DeltaTable(str(ref.path))
+        dt = DeltaTable(ref.path, storage_options=ref.options)
         return dt, dt.to_pyarrow_dataset()
     except (DeltaError, pa.ArrowException, OSError) as exc:
         raise DataFileError(f"{ref.path}: cannot read the table: {exc.__class__.__name__}: {exc}") from None
@@ -185,7 +192,7 @@ class Request:
     policy: Policy
     key: bytes
     raw_id: str
-    data_dir: Path
+    data: Location
     report: dict[str, Any]
     candidates: dict[str, list[str]] = field(init=False)
     subject: str = field(init=False)
@@ -208,24 +215,27 @@ def prepare(args: argparse.Namespace) -> Request:
         raise SubjectError("--pseudonym-key-file is required: without the run's key the pseudonyms of the id "
                            "cannot be recomputed")
     key, _mode = load_key(args.pseudonym_key_file)
-    if not_local("--data", args.data):
-        raise SubjectError(str(not_local("--data", args.data)))
-    data_dir = Path(args.data)
-    if not data_dir.is_dir():
-        raise SubjectError(f"--data {data_dir}: not a directory")
-    # A replacing run leaves _report.json; runs in append mode (--watch) keep theirs under _reports/.
-    report_paths = [data_dir / "_report.json"] if (data_dir / "_report.json").is_file() else sorted(
-        (data_dir / "_reports").glob("*.json"))
+    if refused("--data", args.data):
+        raise SubjectError(str(refused("--data", args.data)))
+    data = Location(args.data)
+    try:
+        if not data.is_dir():
+            raise SubjectError(f"--data {data}: not a directory")
+        # A replacing run leaves _report.json; runs in append mode (--watch) keep theirs under _reports/.
+        report_paths = [REPORT] if data.exists(REPORT) else [
+            p for p in data.files(REPORTS) if p.count("/") == 1 and p.endswith(".json")]
+    except OSError as exc:
+        raise SubjectError(f"--data {data}: cannot read: {str(exc).strip().splitlines()[0]}") from None
     if not report_paths:
-        raise SubjectError(f"--data {data_dir}: no _report.json, so this is not the output of a pipeline run")
+        raise SubjectError(f"--data {data}: no _report.json, so this is not the output of a pipeline run")
     reports = []
     for path in report_paths:
         try:
-            reports.append(json.loads(path.read_text(encoding="utf-8")))
+            reports.append(json.loads(data.read(path).decode("utf-8")))
         except (OSError, ValueError) as exc:
-            raise SubjectError(f"{path}: cannot read the run report: {exc}") from None
+            raise SubjectError(f"{data.uri(path)}: cannot read the run report: {exc}") from None
     if any(r.get("key", {}).get("linkable_across_runs") is False for r in reports):
-        raise SubjectError(f"--data {data_dir}: written with a random per-run key; its pseudonyms cannot be "
+        raise SubjectError(f"--data {data}: written with a random per-run key; its pseudonyms cannot be "
                            "linked to any id")
     report = reports[-1]
     policy = load_policy(args.policy)
@@ -234,7 +244,7 @@ def prepare(args: argparse.Namespace) -> Request:
         print(f"note: the run used policy {report['policy'].get('version')} ({run_sha[:12]}), this is "
               f"{policy.version} ({policy.sha256[:12]}); pseudonym columns are taken from the latter",
               file=sys.stderr)
-    return Request(policy, key, _read_id(args.id), data_dir, report)
+    return Request(policy, key, _read_id(args.id), data, report)
 
 
 def _jsonable(value: Any) -> Any:
@@ -257,9 +267,9 @@ def export(req: Request, out_dir: Path) -> dict[str, Any]:
     returns the manifest."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise SubjectError(f"--output {out_dir}: exists and is not an empty directory")
-    if out_dir.resolve().is_relative_to(req.data_dir.resolve()):
+    if not req.data.remote and out_dir.resolve().is_relative_to(Path(req.data.location).resolve()):
         raise SubjectError(f"--output {out_dir}: must not be inside --data")
-    refs = iter_tables(req.data_dir)
+    refs = iter_tables(req.data)
     created = not out_dir.exists()
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     counts: Counter = Counter()

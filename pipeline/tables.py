@@ -1,6 +1,6 @@
 """The output as Delta Lake tables: layout, table configuration, opening and committing.
 
-Layout under an output directory DIR (local: a URI is refused, see `not_local`):
+Layout under an output location DIR (a local directory or s3://bucket/prefix, pipeline/location.py):
   DIR/<type>/                one Delta table per record type, partitioned by user_region, event_date
   DIR/_locked/<type>/        rows of types whose retention locks them; same schema and partitioning
   DIR/_quarantine/           one unpartitioned Delta table
@@ -44,16 +44,22 @@ def is_remote(location: str) -> bool:
     return "://" in location
 
 
+def refused(option: str, location: str) -> str | None:
+    """Why an output location is refused (one line), or None: a local path or s3:// is accepted
+    (pipeline/location.py says why the others are not)."""
+    from pipeline.location import refused as why
+
+    return why(option, location)
+
+
 def not_local(option: str, location: str) -> str | None:
-    """Why an output location is refused, or None for a local path. Outputs are local directories
-    (or mounted file systems): the leases that keep runs, erasures and maintenance apart are local
-    file locks (pipeline/lease.py), and erase/maintain read the file system directly; an object
-    store has neither (docs/tables.md, Locations)."""
+    """Why a location is refused where only a local directory is supported (`--watch` and `stream`:
+    not tested on object stores), or None for a local path."""
     if not is_remote(location):
         return None
-    return (f"{option} {location}: only a local directory (or a mounted file system) is supported, not a URI: "
-            "the locks that keep runs, erasures and maintenance apart are local file locks (docs/tables.md, "
-            "Locations)")
+    return (f"{option} {location}: only a local directory (or a mounted file system) is supported for watch and "
+            "stream, not a URI (they are not tested on object stores); a run, `subject` and `maintain` accept "
+            "s3:// (docs/tables.md, Locations)")
 
 
 def join(location: str, *parts: str) -> str:

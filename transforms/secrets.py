@@ -1,6 +1,6 @@
 """Secrets in free text, found by a rule set kept as data (`schemas/secrets.toml`).
 
-`transforms/text.py` knows how command lines carry credentials (switches, key=value
+The text rules (`transforms/text_tools.py`) know how command lines carry credentials (switches, key=value
 pairs, headers, tools' own options). What it cannot know is every token format a
 provider issues, every tool that takes a secret as a plain argument, and every
 language's word for "password". Those live in one data file, compiled into ONE RE2
@@ -453,7 +453,7 @@ def join_userinfo(text: str) -> str:
 # --------------------------------------------------------------------------- proof that a value is clean
 
 # A single token of these characters, not starting with a switch character: no rule of
-# transforms/text.py can change it (they all need white space, a separator such as ':', '=',
+# transforms/text*.py can change it (they all need white space, a separator such as ':', '=',
 # '/', '\\' or '@', a switch, or an `S-1-` account SID; tests/test_secrets.py checks this on
 # generated tokens). Such a value is clean when the secret rules do not match it either.
 SAFE_TOKEN = r"[A-Za-z0-9][A-Za-z0-9._+#-]{0,127}"
