@@ -25,6 +25,7 @@ setup(
         "tqdm>=4.60,<5",
         "google-re2>=1.1,<2",
         "obstore>=0.6,<1",  # leases on S3 outputs: conditional puts (pipeline/store_lease.py)
+        "fsspec>=2024.2",  # Azure outputs: obstore's fsspec adapter as pyarrow's file system (pipeline/location.py)
     ],
     extras_require={
         "test": [

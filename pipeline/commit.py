@@ -291,7 +291,9 @@ class Output:
             return os.path.exists(path)
         import pyarrow.fs as pafs
 
-        fs, root = pafs.FileSystem.from_uri(path)
+        from pipeline.location import filesystem
+
+        fs, root = filesystem(path)
         return fs.get_file_info(root).type == pafs.FileType.File
 
     def _committed(self, name: str, app_id: str, execution: int) -> dict[str, Any]:
@@ -438,7 +440,9 @@ class Output:
             return sizes
         import pyarrow.fs as pafs
 
-        fs, root = pafs.FileSystem.from_uri(self.location)
+        from pipeline.location import filesystem
+
+        fs, root = filesystem(self.location)
         infos = fs.get_file_info([f"{root.rstrip('/')}/{w.table}/{w.path}" for w in files])
         for w, info in zip(files, infos, strict=True):
             if info.type != pafs.FileType.File:
@@ -478,9 +482,9 @@ class Output:
                     continue
                 _prune(os.path.dirname(path), self.location)
             return
-        import pyarrow.fs as pafs
+        from pipeline.location import filesystem
 
-        fs, root = pafs.FileSystem.from_uri(self.location)
+        fs, root = filesystem(self.location)
         for w in doomed:
             try:
                 fs.delete_file(f"{root.rstrip('/')}/{w.table}/{w.path}")

@@ -65,12 +65,12 @@ def table_of(key: PartitionKey) -> str:
 
 def output_fs(location: str):
     """pyarrow file system and root path of an output location: None (plain local writes) for a
-    local path; S3/GCS/ABFS (whatever pyarrow can open) for a URI. Objects need no directories."""
+    local path; S3 or Azure (pipeline/location.py) for a URI. Objects need no directories."""
     if not is_remote(location):
         return None, location
-    import pyarrow.fs as pafs
+    from pipeline.location import filesystem
 
-    return pafs.FileSystem.from_uri(location)
+    return filesystem(location)
 
 
 def make_dir(path: str) -> None:

@@ -1,5 +1,5 @@
-"""Where an output lives: a local directory or an S3 location, and the few file operations the
-commands need on it, through `pyarrow.fs` (docs/tables.md, Locations).
+"""Where an output lives: a local directory, an S3 location or an Azure Blob Storage location, and
+the few file operations the commands need on it, through `pyarrow.fs` (docs/tables.md, Locations).
 
 Which locations are accepted, and why:
 - a local path (or a file system mounted at one): leases are `flock` locks (pipeline/lease.py);
@@ -9,22 +9,33 @@ Which locations are accepted, and why:
   is written. Credentials and endpoint come from the environment (AWS_ACCESS_KEY_ID,
   AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, ...), read alike by delta-rs, pyarrow and
   obstore, so the three clients see one configuration;
-- `gs://` and `abfs://` are refused: the clients implement the same conditional create
-  (`ifGenerationMatch=0`, `If-None-Match: *`), but no emulator of either store is installable
-  here, so the lease and erasure paths could not be tested on them (fail closed);
+- `abfss://container@account.dfs.core.windows.net/prefix` (or `abfs://`, or `az://container/prefix`
+  with AZURE_STORAGE_ACCOUNT_NAME): the same leases and commits, Azure's `If-None-Match: *` /
+  `If-Match` being the same primitive (delta-rs commits with it unasked). The file operations go
+  through `object_store` too (obstore's fsspec adapter, see `filesystem`), so the three clients
+  read one configuration: the AZURE_* variables;
+- `gs://` is refused: no GCS emulator installable here serves the conditional creates the
+  leases and commits need (docs/tables.md, "Why gs:// stays refused"); fail closed;
 - `file://` is refused with a hint to give the path itself.
 
-No operation here renames: a file is one PUT on S3, and locally one write to a temporary name
-replaced into place (a local file system's own atomic rename, never relied on remotely).
+No operation here renames: a file is one PUT on an object store, and locally one write to a
+temporary name replaced into place (a local file system's own atomic rename, never relied on
+remotely).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from functools import cached_property
+from typing import Any
 
-SUPPORTED_SCHEMES = ("s3",)
-UNTESTED_SCHEMES = ("gs", "gcs", "abfs", "abfss", "az", "azure")
+AZURE_SCHEMES = ("abfs", "abfss", "az")
+SUPPORTED_SCHEMES = ("s3", *AZURE_SCHEMES)
+UNTESTED_SCHEMES = ("gs", "gcs")
+AZURE_HOSTS = (".dfs.core.windows.net", ".blob.core.windows.net")
+_CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")  # Azure's container naming rules
 
 
 def scheme(location: str) -> str | None:
@@ -36,22 +47,99 @@ def scheme(location: str) -> str | None:
 def refused(option: str, location: str) -> str | None:
     """Why an output location is refused (one line), or None when it is accepted."""
     kind = scheme(location)
-    if kind is None or kind in SUPPORTED_SCHEMES:
-        if kind == "s3" and not location[len("s3://"):].strip("/"):
+    if kind is None:
+        return None
+    if kind == "s3":
+        if not location[len("s3://"):].strip("/"):
             return f"{option} {location}: name a bucket (s3://bucket/prefix)"
         return None
+    if kind in AZURE_SCHEMES:
+        return _azure_refused(option, location)
     if kind == "file":
         return f"{option} {location}: give the local path itself ({location[len('file://'):]}), not a file:// URI"
     if kind in UNTESTED_SCHEMES:
-        return (f"{option} {location}: {kind}:// outputs are not supported yet: the lease and erasure paths are "
-                "tested only on S3 (no emulator of this store is available to test them); use a local directory "
-                "or s3:// (docs/tables.md, Locations)")
-    return f"{option} {location}: unknown storage scheme {kind}://; use a local directory or s3://bucket/prefix"
+        return (f"{option} {location}: {kind}:// outputs are not supported: the leases and Delta commits are untested "
+                "on GCS (no GCS emulator serves their conditional creates, ifGenerationMatch=0); use a local "
+                "directory, s3:// or abfss:// (docs/tables.md, Locations)")
+    return (f"{option} {location}: unknown storage scheme {kind}://; use a local directory, s3://bucket/prefix or "
+            "abfss://container@account.dfs.core.windows.net/prefix")
+
+
+def azure_parts(location: str) -> tuple[str | None, str, str]:
+    """(account or None, container, prefix) of `abfs[s]://container@account.dfs.core.windows.net/prefix`
+    or `abfs[s]|az://container/prefix` (the account then comes from AZURE_STORAGE_ACCOUNT_NAME)."""
+    netloc, _, prefix = location.split("://", 1)[1].partition("/")
+    account = None
+    if "@" in netloc:
+        netloc, _, host = netloc.partition("@")
+        account = host.split(".", 1)[0] if host.lower().endswith(AZURE_HOSTS) else ""
+    return account, netloc, prefix.strip("/")
+
+
+def _azure_refused(option: str, location: str) -> str | None:
+    account, container, _ = azure_parts(location)
+    form = "abfss://container@account.dfs.core.windows.net/prefix"
+    if account == "":
+        return f"{option} {location}: expected {form} (an account host ending in .dfs.core.windows.net)"
+    if not _CONTAINER.fullmatch(container):
+        return (f"{option} {location}: {container!r} is not a container name (3-63 of a-z, 0-9 and single "
+                f"hyphens); expected {form}")
+    if account is None and not os.environ.get("AZURE_STORAGE_ACCOUNT_NAME"):
+        return f"{option} {location}: name the storage account: {form}, or set AZURE_STORAGE_ACCOUNT_NAME"
+    return None
+
+
+class _ByteWrites:
+    """A file of obstore's whose `write` also takes pyarrow's buffers: obstore accepts only buffers
+    of unsigned bytes, and pyarrow hands its file objects signed ones."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def write(self, data: Any) -> int:
+        return self._raw.write(memoryview(data).cast("B"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+@functools.lru_cache(maxsize=8)
+def _azure_fs(account: str | None, environment: tuple[tuple[str, str], ...]):
+    """`environment`: the AZURE_* variables the store was configured from (a new one when they change)."""
+    import pyarrow.fs as pafs
+    from obstore.fsspec import FsspecStore
+    from pyarrow import PythonFile
+
+    class Handler(pafs.FSSpecHandler):
+        def open_output_stream(self, path, metadata):
+            return PythonFile(_ByteWrites(self.fs.open(path, mode="wb")), mode="w")
+
+    store = FsspecStore("abfs", account_name=account) if account else FsspecStore("abfs")
+    return pafs.PyFileSystem(Handler(store))
+
+
+def filesystem(uri: str):
+    """pyarrow file system and path of a URI. On Azure it is `object_store` (obstore's fsspec
+    adapter under pyarrow's FSSpecHandler), the client delta-rs and the leases use, configured from
+    the same AZURE_* variables: AZURE_STORAGE_ACCOUNT_NAME (unless the URI names the account),
+    AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN or AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/
+    AZURE_TENANT_ID (else a managed identity), and AZURE_STORAGE_USE_EMULATOR=true with
+    AZURITE_BLOB_STORAGE_URL for the Azurite emulator. pyarrow's own AzureFileSystem is not used:
+    it aborts the process (an uncaught C++ TransportException) when the server closes an idle
+    connection, which Azurite does after 5 s (docs/tables.md, Locations)."""
+    if scheme(uri) not in AZURE_SCHEMES:
+        import pyarrow.fs as pafs
+
+        return pafs.FileSystem.from_uri(uri)
+    account, container, prefix = azure_parts(uri)
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AZURE_", "AZURITE_"))))
+    return _azure_fs(account, environment), "/".join(p for p in (container, prefix) if p)
 
 
 def storage_options(location: str) -> dict[str, str] | None:
     """delta-rs storage options: on S3, commits by conditional put (If-None-Match: *), whatever the
-    environment says; credentials and endpoint come from the environment."""
+    environment says (on Azure delta-rs does so unasked); credentials and endpoint come from the
+    environment."""
     if scheme(location) == "s3":
         return {"aws_conditional_put": "etag"}
     return None
@@ -71,7 +159,7 @@ class Location:
 
         if not self.remote:
             return pafs.LocalFileSystem(), os.path.abspath(self.location)
-        fs, root = pafs.FileSystem.from_uri(self.location)
+        fs, root = filesystem(self.location)
         return fs, root.rstrip("/")
 
     @property
@@ -146,7 +234,7 @@ class Location:
             return fh.read()
 
     def write(self, data: bytes, *parts: str) -> None:
-        """The file appears whole: one PUT on S3; locally a temporary name replaced into place."""
+        """The file appears whole: one PUT on an object store; locally a temporary name replaced into place."""
         target = self.path(*parts)
         if self.remote:
             with self.fs.open_output_stream(target) as fh:

@@ -110,7 +110,7 @@ def parse_slice(value: str | None) -> Slice:
 
 
 def check_output(out: str) -> None:
-    """A local output must be a writable (or creatable) directory; of URIs only s3:// is accepted
+    """A local output must be a writable (or creatable) directory; of URIs s3:// and abfs[s]:// are accepted
     (pipeline/location.py); the store itself is checked when the run takes its lease."""
     why = refused("--output", out)
     if why:
@@ -398,9 +398,9 @@ def write_report(out: str, report: dict, latest: bool) -> None:
     targets = [join(out, REPORTS, f"{report['run_id']}.json")] + ([join(out, REPORT)] if latest else [])
     for target in targets:
         if is_remote(out):
-            import pyarrow.fs as pafs
+            from pipeline.location import filesystem
 
-            fs, path = pafs.FileSystem.from_uri(target)
+            fs, path = filesystem(target)
             with fs.open_output_stream(path) as fh:
                 fh.write(text.encode())
             continue

@@ -1,8 +1,8 @@
-"""Leases on an object store (S3): the local flock leases of pipeline/lease.py, made of objects.
+"""Leases on an object store (S3, Azure Blob Storage): pipeline/lease.py's flock leases, made of objects.
 
 An object store has no locks, but it has an atomic exclusive create: a PUT with
-`If-None-Match: *` succeeds for one writer and fails for every other (AWS S3, MinIO, R2;
-GCS `ifGenerationMatch=0` and Azure `If-None-Match: *` are the same primitive), and a PUT with
+`If-None-Match: *` succeeds for one writer and fails for every other (AWS S3, MinIO, R2, Azure
+Blob Storage; GCS `ifGenerationMatch=0` is the same primitive), and a PUT with
 `If-Match: <etag>` replaces an object only if nobody replaced it since. `obstore` (Python
 bindings of the Rust `object_store` crate, the one delta-rs commits with) exposes both
 (`mode="create"`, `mode={"e_tag": ...}`). Objects under DIR/_leases/:
@@ -12,7 +12,7 @@ bindings of the Rust `object_store` crate, the one delta-rs commits with) expose
   lease; if a live one exists it deletes its own and waits.
 - `maintenance.exclusive`: `subject erase` / `maintain`. The taker creates it, then lists the
   shared leases; if a live one exists it deletes its own and is refused.
-  Two-phase on both sides: each writes before it looks, and S3 is strongly consistent
+  Two-phase on both sides: each writes before it looks, and S3 and Azure are strongly consistent
   (read-after-write and list), so of two that start together at least one sees the other.
 - `commit`: a run's commit phase, exclusive (a replacing run that meets a live one fails,
   an appending run waits).
@@ -75,7 +75,14 @@ def ttl() -> float:
 
 @functools.lru_cache(maxsize=8)
 def open_store(location: str):
-    """An obstore store rooted at the location (S3; credentials and endpoint from the environment)."""
+    """An obstore store rooted at the location (S3 or Azure; credentials and endpoint from the
+    environment: AWS_* or AZURE_*, as delta-rs reads them)."""
+    from pipeline.location import AZURE_SCHEMES, scheme
+
+    if scheme(location) in AZURE_SCHEMES:
+        from obstore.store import AzureStore
+
+        return AzureStore.from_url(location)  # conditional puts are native on Azure
     from obstore.store import S3Store
 
     return S3Store.from_url(location, config={"conditional_put": "etag"})

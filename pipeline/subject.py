@@ -91,7 +91,7 @@ def subject_columns(policy: Policy, type_name: str | None) -> dict[str, str]:
 @dataclass(frozen=True)
 class TableRef:
     name: str                # 'dns', '_locked/dns', '_quarantine' (pipeline.tables names)
-    path: str                # the table's location (a local path or an s3:// URI)
+    path: str                # the table's location (a local path or an s3:// or abfss:// URI)
     record_type: str | None  # None for the quarantine
     locked: bool
     storage_options: tuple[tuple[str, str], ...] = ()

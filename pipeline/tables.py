@@ -1,6 +1,6 @@
 """The output as Delta Lake tables: layout, table configuration, opening and committing.
 
-Layout under an output location DIR (a local directory or s3://bucket/prefix, pipeline/location.py):
+Layout under an output location DIR (a local directory, s3:// or abfss://, pipeline/location.py):
   DIR/<type>/                one Delta table per record type, partitioned by user_region, event_date
   DIR/_locked/<type>/        rows of types whose retention locks them; same schema and partitioning
   DIR/_quarantine/           one unpartitioned Delta table
@@ -45,7 +45,7 @@ def is_remote(location: str) -> bool:
 
 
 def refused(option: str, location: str) -> str | None:
-    """Why an output location is refused (one line), or None: a local path or s3:// is accepted
+    """Why an output location is refused (one line), or None: a local path, s3:// or abfs[s]:// is accepted
     (pipeline/location.py says why the others are not)."""
     from pipeline.location import refused as why
 
@@ -59,7 +59,7 @@ def not_local(option: str, location: str) -> str | None:
         return None
     return (f"{option} {location}: only a local directory (or a mounted file system) is supported for watch and "
             "stream, not a URI (they are not tested on object stores); a run, `subject` and `maintain` accept "
-            "s3:// (docs/tables.md, Locations)")
+            "s3:// and abfss:// (docs/tables.md, Locations)")
 
 
 def join(location: str, *parts: str) -> str:
@@ -206,8 +206,9 @@ def list_tables(location: str, storage_options: dict[str, str] | None = None) ->
 def _candidate_names(location: str) -> Iterator[str]:
     import pyarrow.fs as pafs
 
-    fs, root = pafs.FileSystem.from_uri(location) if is_remote(location) else (pafs.LocalFileSystem(),
-                                                                               os.path.abspath(location))
+    from pipeline.location import filesystem
+
+    fs, root = filesystem(location) if is_remote(location) else (pafs.LocalFileSystem(), os.path.abspath(location))
     try:
         top = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     except (FileNotFoundError, NotADirectoryError):

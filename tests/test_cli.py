@@ -288,29 +288,34 @@ def test_schema_as_table_json_and_sql_covers_every_column(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--input", "IN", "--output", "s3://bucket/out"], "cannot use the store"),
-    (["--input", "IN", "--output", "gs://bucket/out", "--append"], "gs:// outputs are not supported yet"),
-    (["--input", "IN", "--output", "abfs://c@a.dfs.core.windows.net/out"], "abfs:// outputs are not supported yet"),
+    (["--input", "IN", "--output", "abfss://container@acct.dfs.core.windows.net/out"], "cannot use the store"),
+    (["--input", "IN", "--output", "gs://bucket/out", "--append"], "gs:// outputs are not supported"),
+    (["--input", "IN", "--output", "az://container/out"], "set AZURE_STORAGE_ACCOUNT_NAME"),
+    (["--input", "IN", "--output", "abfs://Container@acct.dfs.core.windows.net/out"], "is not a container name"),
     (["--input", "IN", "--output", "file:///tmp/out"], "give the local path itself (/tmp/out)"),
     (["--input", "IN", "--output", "s3://"], "name a bucket"),
     (["watch", "landing", "--output", "s3://bucket/out"], "only a local directory"),
     (["stream", "--kafka-bootstrap", "b:9092", "--kafka-topic", "t", "--output", "s3://bucket/out"],
      "only a local directory"),
-    (["maintain", "--data", "abfs://c@a.dfs.core.windows.net/out"], "abfs:// outputs are not supported yet"),
-    (["subject", "erase", "--id", "x", "--data", "gs://bucket/out"], "gs:// outputs are not supported yet"),
+    (["maintain", "--data", "abfss://container@example.com/out"], "an account host ending in .dfs.core.windows.net"),
+    (["subject", "erase", "--id", "x", "--data", "gs://bucket/out"], "gs:// outputs are not supported"),
     (["subject", "export", "--id", "x", "--data", "gs://bucket/out", "--output", "exported"],
-     "gs:// outputs are not supported yet"),
-], ids=["run-s3-unreachable", "append-gs", "run-abfs", "run-file-uri", "run-s3-no-bucket", "watch", "stream",
-        "maintain", "erase", "export"])
+     "gs:// outputs are not supported"),
+], ids=["run-s3-unreachable", "run-abfs-unreachable", "append-gs", "run-az-no-account", "run-abfs-bad-container",
+        "run-file-uri", "run-s3-no-bucket", "watch", "stream", "maintain", "erase", "export"])
 def test_an_unsupported_or_unreachable_output_exits_2_with_one_line_and_writes_nothing(argv, message, capsys,
                                                                                        tmp_path, monkeypatch):
-    """Local directories and s3:// are accepted (docs/tables.md, Locations); gs://, abfs:// and
-    file:// are refused, and watch/stream take local directories only, before anything is created.
-    An S3 store that cannot be reached (here: a closed local port) fails when the run takes its
-    lease, also with one line."""
+    """Local directories, s3:// and abfs[s]:// are accepted (docs/tables.md, Locations); gs://,
+    file:// and Azure URIs without an account or with a malformed container are refused, and
+    watch/stream take local directories only, before anything is created. An S3 or Azure store
+    that cannot be reached (here: a closed local port) fails when the run takes its lease, also
+    with one line."""
     monkeypatch.chdir(tmp_path)
     for name, value in (("AWS_ENDPOINT_URL", "http://127.0.0.1:9"), ("AWS_ALLOW_HTTP", "true"),
-                        ("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x"), ("AWS_REGION", "us-east-1")):
+                        ("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x"), ("AWS_REGION", "us-east-1"),
+                        ("AZURE_STORAGE_USE_EMULATOR", "true"), ("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:9")):
         monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME", raising=False)
     (tmp_path / "in.ndjson").write_text('{"type": "url_visit"}\n')
     argv = [a if a != "IN" else str(tmp_path / "in.ndjson") for a in argv]
     argv += [] if argv[0] == "maintain" else ["--pseudonym-key-file", KEY]
