@@ -9,6 +9,7 @@ holds its lease, and SIGKILLed runs re-run. The leases are objects under DIR/_le
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,53 +46,70 @@ OPTIONS = {"aws_conditional_put": "etag"}
 LONG_LEASE = {store_lease.TTL_ENV: "600"}
 
 
-@pytest.fixture(scope="module")
-def s3_env():
-    """moto's S3 server in a process of its own on a free port (delta-rs holds the GIL while it
-    waits for a reply, so a server thread in this process would never answer), one bucket, and
-    the environment that points every client (delta-rs, pyarrow, obstore) at it."""
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-           "AWS_ALLOW_HTTP": "true", "AWS_EC2_METADATA_DISABLED": "true"}
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """`env` set in os.environ for the block, the earlier values back after it."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        import boto3
-        from botocore.exceptions import EndpointConnectionError
-
-        client = boto3.client("s3")
-        for _ in range(600):  # until the server listens (bounded)
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except EndpointConnectionError:
-                assert server.poll() is None, "moto_server exited"
-                time.sleep(0.1)
-        yield env
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        server.terminate()
-        server.wait(30)
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("s3-inputs")
+def write_inputs(base: Path) -> dict[str, Path]:
+    """Two dirty inputs over two days: `current` (200 lines) and `other` (150)."""
     made = {}
     for name, seed, n in (("current", 1, 200), ("other", 3, 150)):
         path = base / f"{name}.ndjson"
         path.write_bytes(b"\n".join(generate_lines(n, seed=seed, dirty=True, days=2)) + b"\n")
         made[name] = path
     return made
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """moto's S3 server in a process of its own on a free port (delta-rs holds the GIL while it
+    waits for a reply, so a server thread in this process would never answer), one bucket, and
+    the environment that points every client (delta-rs, pyarrow, obstore) at it."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+           "AWS_ALLOW_HTTP": "true", "AWS_EC2_METADATA_DISABLED": "true"}
+    try:
+        with environment(env):
+            import boto3
+            from botocore.exceptions import EndpointConnectionError
+
+            client = boto3.client("s3")
+            for _ in range(600):  # until the server listens (bounded)
+                try:
+                    client.create_bucket(Bucket=BUCKET)
+                    break
+                except EndpointConnectionError:
+                    assert server.poll() is None, "moto_server exited"
+                    time.sleep(0.1)
+            yield env
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    return write_inputs(tmp_path_factory.mktemp("s3-inputs"))
 
 
 def fresh() -> str:

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -25,12 +24,22 @@ import pyarrow.fs as pafs
 import pytest
 from deltalake import DeltaTable
 from test_leases import wait_stopped
-from test_object_store import cli, data_objects, expected_rows, leaks, most_common_device, run_args, start
+from test_object_store import (
+    cli,
+    data_objects,
+    environment,
+    expected_rows,
+    free_port,
+    leaks,
+    most_common_device,
+    run_args,
+    start,
+    write_inputs,
+)
 
 from pipeline import store_lease
 from pipeline.commit import KILL_ENV, STOP_ENV
 from pipeline.location import Location
-from pipeline.sample import generate_lines
 from pipeline.subject import candidate_pseudonyms
 from pipeline.tables import QUARANTINE, REPORT, REPORTS, list_tables
 
@@ -75,48 +84,34 @@ def azure_env(tmp_path_factory):
     """Azurite's blob service on a free port, one container, and the environment pointing every
     client at it, as a user would set it for the emulator."""
     binary = azurite_bin()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
                                "--silent", "--disableTelemetry"], cwd=tmp_path_factory.mktemp("azurite"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {"AZURE_STORAGE_USE_EMULATOR": "true", "AZURITE_BLOB_STORAGE_URL": f"http://127.0.0.1:{port}",
            "AZURE_STORAGE_ACCOUNT_NAME": ACCOUNT, "AZURE_STORAGE_ACCOUNT_KEY": EMULATOR_KEY}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        # object_store cannot create a container (a user creates it first, like a bucket); pyarrow can
-        fs = pafs.AzureFileSystem(ACCOUNT, account_key=EMULATOR_KEY, blob_storage_authority=f"127.0.0.1:{port}",
-                                  dfs_storage_authority=f"127.0.0.1:{port}", blob_storage_scheme="http",
-                                  dfs_storage_scheme="http")
-        for attempt in range(600):  # until the server listens (bounded)
-            try:
-                fs.create_dir(CONTAINER)
-                break
-            except OSError:
-                assert server.poll() is None and attempt < 599, "azurite exited or never listened"
-                time.sleep(0.1)
-        yield env
+        with environment(env):
+            # object_store cannot create a container (a user creates it first, like a bucket); pyarrow can
+            fs = pafs.AzureFileSystem(ACCOUNT, account_key=EMULATOR_KEY, blob_storage_authority=f"127.0.0.1:{port}",
+                                      dfs_storage_authority=f"127.0.0.1:{port}", blob_storage_scheme="http",
+                                      dfs_storage_scheme="http")
+            for attempt in range(600):  # until the server listens (bounded)
+                try:
+                    fs.create_dir(CONTAINER)
+                    break
+                except OSError:
+                    assert server.poll() is None and attempt < 599, "azurite exited or never listened"
+                    time.sleep(0.1)
+            yield env
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         server.kill()  # in memory, nothing to flush (a SIGTERM waits for this process's idle connections)
         server.wait(30)
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("azure-inputs")
-    made = {}
-    for name, seed, n in (("current", 1, 200), ("other", 3, 150)):
-        path = base / f"{name}.ndjson"
-        path.write_bytes(b"\n".join(generate_lines(n, seed=seed, dirty=True, days=2)) + b"\n")
-        made[name] = path
-    return made
+    return write_inputs(tmp_path_factory.mktemp("azure-inputs"))
 
 
 def fresh() -> str:
