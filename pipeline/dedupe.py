@@ -91,14 +91,23 @@ def table_partition_files(table_uri: str, user_region: str, event_date: str, ski
 
     if not DeltaTable.is_deltatable(table_uri):
         return []
-    actions = pa.table(DeltaTable(table_uri).get_add_actions(flatten=True))
-    if not actions.num_rows:
-        return []
-    mine = pc.and_(pc.equal(actions.column("partition.user_region"), user_region),
-                   pc.equal(actions.column("partition.event_date"), event_date))
     sep = "/" if "://" in table_uri else os.sep
-    return [f"{table_uri.rstrip('/')}{sep}{path}" for path in actions.filter(mine).column("path").to_pylist()
-            if not (skip and skip in path)]
+    paths = partition_files(DeltaTable(table_uri)).get((user_region, event_date), [])
+    return [f"{table_uri.rstrip('/')}{sep}{path}" for path in paths if not (skip and skip in path)]
+
+
+def partition_files(table) -> dict[tuple[str, str], list[str]]:
+    """(user_region, event_date) -> the paths, relative to the table, of the files its version names."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    found: dict[tuple[str, str], list[str]] = {}
+    if not actions.num_rows:
+        return found
+    paths = actions.column("path").to_pylist()
+    regions = actions.column("partition.user_region").to_pylist()
+    dates = actions.column("partition.event_date").to_pylist()
+    for path, region, date in zip(paths, regions, dates, strict=True):
+        found.setdefault((region, date), []).append(path)
+    return found
 
 
 def committed_partition_files(output, skip: Iterable[str] = ()) -> dict[Partition, list[str]]:
@@ -112,12 +121,6 @@ def committed_partition_files(output, skip: Iterable[str] = ()) -> dict[Partitio
     for name, table in output.tables.items():
         if table is None or name == QUARANTINE or name in skip:
             continue
-        actions = pa.table(table.get_add_actions(flatten=True))
-        if not actions.num_rows:
-            continue
-        paths = actions.column("path").to_pylist()
-        regions = actions.column("partition.user_region").to_pylist()
-        dates = actions.column("partition.event_date").to_pylist()
-        for path, region, date in zip(paths, regions, dates, strict=True):
-            found.setdefault((name, region, date), []).append(f"{name}/{path}")
+        for (region, date), paths in partition_files(table).items():
+            found[(name, region, date)] = [f"{name}/{path}" for path in paths]
     return found

@@ -37,13 +37,18 @@ class _DropKnownNoise(logging.Filter):
         return True
 
 
+def json_entry(level: str, logger: str, message: str, created: float | None = None, **extra: str) -> str:
+    """One log line of --log-format json: every writer (log handler, plain stderr lines, Beam's
+    worker lines) gives the same keys."""
+    doc = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)), "level": level, "logger": logger,
+           "message": message, **extra}
+    return json.dumps(doc, ensure_ascii=False)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
-               "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            doc["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False)
+        extra = {"traceback": self.formatException(record.exc_info)} if record.exc_info else {}
+        return json_entry(record.levelname.lower(), record.name, record.getMessage(), record.created, **extra)
 
 
 def configure_logging(level: str | None, fmt: str = "text", quiet: bool = False, debug: bool = False) -> None:
@@ -87,8 +92,7 @@ class JsonLines:
         level, _, rest = line.partition(": ")
         if level not in ("error", "warning", "note") or not rest:
             level, rest = "info", line
-        return json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": level,
-                           "logger": "telemetry-sanitizer", "message": rest}, ensure_ascii=False)
+        return json_entry(level, "telemetry-sanitizer", rest)
 
     def flush(self) -> None:
         if self.pending:

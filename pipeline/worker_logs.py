@@ -13,13 +13,13 @@ log collector never sees a plain worker line mixed into the JSON stream.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
+
+from pipeline.logs import json_entry
 
 # Python's default log format in the workers (logging.basicConfig): LEVEL:logger:message
 _WORKER_LINE = re.compile(rb"^(DEBUG|INFO):[\w.]+:")
@@ -46,9 +46,7 @@ def as_json_line(line: bytes) -> bytes:
         level = level.lower()
     else:
         level, logger, message = "error", "beam-worker", text.decode("utf-8", "replace")
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": level, "logger": logger,
-             "message": message}
-    return json.dumps(entry, ensure_ascii=False).encode() + b"\n"
+    return json_entry(level, logger, message).encode() + b"\n"
 
 
 @contextlib.contextmanager
