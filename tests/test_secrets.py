@@ -363,6 +363,20 @@ def test_a_short_safe_token_is_clean(token):
         assert scrub(token) == token
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text("0123456789abcdefXYZ._+#-\n", min_size=0, max_size=140))
+def test_the_open_patterns_with_their_bounds_are_the_bounded_ones(token):
+    """clean_mask gives Arrow SAFE_TOKEN_OPEN and HEX_ID_OPEN plus a length check (a counted repeat
+    costs a compile per kernel call): the same strings as SAFE_SHORT_TOKEN and HEX_ID."""
+    from transforms.secrets import HEX_ID, HEX_ID_MAX, HEX_ID_OPEN, SAFE_SHORT_MAX, SAFE_SHORT_TOKEN, SAFE_TOKEN_OPEN
+
+    for bounded, open_form, most in ((SAFE_SHORT_TOKEN, SAFE_TOKEN_OPEN, SAFE_SHORT_MAX),
+                                     (HEX_ID, HEX_ID_OPEN, HEX_ID_MAX)):
+        for text in (token, token[:most], token[:most + 1]):
+            expected = re.fullmatch(bounded, text) is not None
+            assert (re.fullmatch(open_form, text) is not None and len(text) <= most) == expected, text
+
+
 def test_the_vectorised_proof_agrees_with_value_by_value(ctx):
     """FieldEngine.clean_mask (Arrow's RE2 over a column) and TextScrubber give the same output."""
     values = ["e-0ed99531985d", "chrome", "AKIAZQ7D3F5H2J4K6L8M", "S-1-5-21-1-2-3-1001", "mysql -pX",

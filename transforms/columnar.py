@@ -361,19 +361,21 @@ def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, num
                              col)
         _, good = _timestamps(col)
         ok = pc.and_(ok, pc.or_kleene(pc.is_null(col), good))
-    if not pc.all(ok).as_py():
-        table, rows = _keep(table, rows, ok, rerouted)
-        event_time = event_time.filter(ok)
-    if not len(rows):
+    # The rows the checks refused, and those `_extra_keys` refuses, go to the plain path; they are
+    # left out by the gates' one filter (a filter copies every column of the table).
+    alive = ok.to_numpy(zero_copy_only=False)
+    if not alive.any():
+        rerouted.extend(rows.tolist())
         return 0, rerouted
     table = table.append_column("event_time", event_time)
-    extra = _extra_keys(ctx, table, rows, raws)
+    extra = _extra_keys(ctx, table, rows, raws, alive)
     if extra is not None and extra.rerouted:
-        table, rows = _keep(table, rows, pa.array(~np.isin(rows, extra.rerouted)), rerouted)
-        if not len(rows):
-            return 0, rerouted
-    done = len(rows)
-    gated, rows, area_locked = _gates(ctx, plan.tpol, table, rows, result.stats, withdrawals)
+        alive &= ~np.isin(rows, extra.rerouted)
+    rerouted.extend(rows[~alive].tolist())
+    done = int(alive.sum())
+    if not done:
+        return 0, rerouted
+    gated, rows, area_locked = _gates(ctx, plan.tpol, table, rows, result.stats, withdrawals, alive)
     failed = []
     if len(rows):
         failed = _write(ctx, plan.tpol, gated, rows, numbers, source_index, area_locked, result)
@@ -406,12 +408,14 @@ class _ExtraKeys:
                 _removed_fields(rec, tpol, ctx, stats)
 
 
-def _extra_keys(ctx: SanitizeContext, table: pa.Table, rows: np.ndarray, raws: list[bytes]) -> _ExtraKeys | None:
-    plain = table.column("_plain").to_numpy()
-    if plain.all():
+def _extra_keys(ctx: SanitizeContext, table: pa.Table, rows: np.ndarray, raws: list[bytes],
+                alive: np.ndarray) -> _ExtraKeys | None:
+    """What `_ExtraKeys` holds, for the `alive` rows that have keys besides the allowed ones."""
+    other = ~table.column("_plain").to_numpy() & alive
+    if not other.any():
         return None
     extra = _ExtraKeys({}, {}, [])
-    for row in rows[~plain].tolist():
+    for row in rows[other].tolist():
         raw = raws[row]
         try:  # Arrow skipped the other keys' values; orjson may not take them (NaN, say)
             rec = orjson.loads(raw)
@@ -428,20 +432,16 @@ def _extra_keys(ctx: SanitizeContext, table: pa.Table, rows: np.ndarray, raws: l
     return extra
 
 
-def _keep(table: pa.Table, rows: np.ndarray, ok: pa.Array, rerouted: list[int]) -> tuple[pa.Table, np.ndarray]:
-    """Rows where `ok`; the others are added to `rerouted` for the plain path."""
-    flags = ok.to_numpy(zero_copy_only=False)
-    rerouted.extend(rows[~flags].tolist())
-    return table.filter(ok), rows[flags]
-
-
 def _gates(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.ndarray, stats: Counter,
-           withdrawals: dict[int, dict[str, int]] | None = None) -> tuple[pa.Table, np.ndarray, pa.Array]:
-    """Children, consent, withdrawals, retention, in the order of `sanitize_lines`; drops are counted."""
+           withdrawals: dict[int, dict[str, int]] | None = None, alive: np.ndarray | None = None,
+           ) -> tuple[pa.Table, np.ndarray, pa.Array]:
+    """Children, consent, withdrawals, retention, in the order of `sanitize_lines`; drops are counted.
+    Rows not `alive` (taken by the plain path) are left out and not counted."""
     n = table.num_rows
-    dropped = pa.array(np.zeros(n, dtype=bool))
+    live = pa.array(np.ones(n, dtype=bool) if alive is None else alive)
+    dropped = pc.invert(live)
     if not tpol.children_allowed:
-        child = pc.fill_null(table.column("is_child"), False).combine_chunks()
+        child = pc.and_(pc.fill_null(table.column("is_child"), False).combine_chunks(), live)
         stats["dropped/child_data"] += pc.sum(child).as_py() or 0
         dropped = pc.or_(dropped, child)
     consent = table.column("consent")
@@ -457,8 +457,8 @@ def _gates(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.nda
         if count:
             stats["dropped/consent_withdrawn"] += count
             dropped = pc.or_(dropped, withdrawn)
-    expired = pc.and_(pc.invert(dropped),
-                      pc.less(table.column("event_time"), pa.scalar(ctx.expiry[tpol.name], TIMESTAMP)))
+    expired = pc.and_(pc.invert(dropped), pc.fill_null(
+        pc.less(table.column("event_time"), pa.scalar(ctx.expiry[tpol.name], TIMESTAMP)), False))
     locked = pa.array(np.zeros(n, dtype=bool))
     count = pc.sum(expired).as_py() or 0
     if count:

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from schemas.policy import FieldRule
 from transforms.identifiers import token_shape
 from transforms.pseudonym import Pseudonymizer
-from transforms.secrets import HEX_ID, SAFE_SHORT_TOKEN, SID_LIKE
+from transforms.secrets import HEX_ID_MAX, HEX_ID_OPEN, SAFE_SHORT_MAX, SAFE_TOKEN_OPEN, SID_LIKE
 from transforms.special_text import SpecialText
 from transforms.text import TextScrubber, scrub_account
 from transforms.urls import UrlSanitizer
@@ -105,6 +105,11 @@ class _Special(tuple):
         return self
 
 
+def _hex_id(values: pa.Array, size: pa.Array) -> pa.Array:
+    """Where a value is a whole `HEX_ID` (its open pattern and its length bound)."""
+    return pc.and_(pc.match_substring_regex(values, f"^{HEX_ID_OPEN}$"), pc.less_equal(size, HEX_ID_MAX))
+
+
 class FieldEngine:
     """Applies the policy's transforms with the run's key and per-value caches."""
 
@@ -143,10 +148,12 @@ class FieldEngine:
         """True where the free-text rule provably leaves a string unchanged: a single plain token
         shorter than any secret rule's match (`SAFE_SHORT_TOKEN`, no account SID), or a lower-case
         hex identifier (`HEX_ID`: UUIDs, hashes), not shaped like a raw identifier
-        (`transforms/identifiers.py::token_shape`). Three small RE2
+        (`transforms/identifiers.py::token_shape`). Small RE2
         kernels over the column; every other value goes through the rule (memoised)."""
-        clean = pc.and_(pc.match_substring_regex(values, f"^(?:{SAFE_SHORT_TOKEN}|{HEX_ID})$"),
-                        pc.invert(pc.match_substring_regex(values, SID_LIKE)))
+        size = pc.binary_length(values)  # both shapes are ASCII: bytes are characters
+        short = pc.and_(pc.match_substring_regex(values, f"^{SAFE_TOKEN_OPEN}$"), pc.less_equal(size, SAFE_SHORT_MAX))
+        clean = pc.or_(short, _hex_id(values, size))
+        clean = pc.and_(clean, pc.invert(pc.match_substring_regex(values, SID_LIKE)))
         # a token shaped like a raw identifier (`50-3F-A9-A3-C3-E3`, 12 or 15 digits) goes through the rule
         clean = pc.and_(clean, pc.invert(pc.match_substring_regex(values, _IDENTIFIER_SHAPE)))
         clean = pc.fill_null(clean, False)
@@ -162,7 +169,7 @@ class FieldEngine:
         candidates = pc.unique(values.filter(clean))
         if not len(candidates):
             return clean
-        asked = candidates.filter(pc.invert(pc.match_substring_regex(candidates, f"^{HEX_ID}$")))
+        asked = candidates.filter(pc.invert(_hex_id(candidates, pc.binary_length(candidates))))
         has_term = self.special.has_term  # type: ignore[union-attr]
         special = [v for v in asked.to_pylist() if has_term(v)]
         if not special:
