@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from itertools import islice
 from typing import Any
 
 import apache_beam as beam
@@ -190,15 +191,17 @@ def open_telemetry(path: str, start: int = 0, end: int = -1) -> PlainChunk:
     return GzipMembers(path) if gz else PlainChunk(path, start, end)
 
 
-def iter_lines(stream, max_bytes: int) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line without newline); a line over `max_bytes` is cut to max_bytes+1
-    bytes, which is enough to quarantine it as too long without holding it whole.
+def iter_lines(stream, max_bytes: int, first: int = 1) -> Generator[tuple[int, bytes], None, int]:
+    """(line number from `first`, line without newline); a line over `max_bytes` is cut to
+    max_bytes+1 bytes, which is enough to quarantine it as too long without holding it whole.
+    Returns the last line's number.
 
     Reads blocks and splits them in C: a readline() call per line costs more than
-    parsing the line does. When the stream stopped early (its `fault` is set), a last line
+    parsing the line does; the lines of a block are numbered by zip().
+    When the stream stopped early (its `fault` is set), a last line
     without newline is not yielded: its length goes to the stream's `cut_line`.
     """
-    line_no = 0
+    line_no = first - 1
     carry = b""
     skipping = False  # inside a line already yielded as too long: drop bytes up to its newline
     limit = max_bytes + 1
@@ -215,11 +218,12 @@ def iter_lines(stream, max_bytes: int) -> Iterator[tuple[int, bytes]]:
             block = carry + block
         lines = block.split(b"\n")
         carry = lines.pop()
-        for line in lines:
-            line_no += 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            yield line_no, line if len(line) <= max_bytes else line[:limit]
+        if b"\r" in block:
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        if lines and max(map(len, lines)) > max_bytes:
+            lines = [line if len(line) <= max_bytes else line[:limit] for line in lines]
+        yield from zip(range(line_no + 1, line_no + 1 + len(lines)), lines, strict=True)
+        line_no += len(lines)
         if len(carry) > limit:  # no newline yet and already too long
             line_no += 1
             yield line_no, carry[:limit]
@@ -227,11 +231,12 @@ def iter_lines(stream, max_bytes: int) -> Iterator[tuple[int, bytes]]:
     if carry and not skipping:
         if getattr(stream, "fault", None) is not None:  # reading stopped inside this line: it belongs
             stream.cut_line = len(carry)  # to the part that could not be read, not to the lines
-            return
+            return line_no
         line_no += 1
         if carry.endswith(b"\r"):
             carry = carry[:-1]
         yield line_no, carry if len(carry) <= max_bytes else carry[:limit]
+    return line_no
 
 
 CHUNK_BYTES = 32 << 20  # plain files are split at line boundaries into chunks this size
@@ -299,9 +304,7 @@ def read_chunk(path: str, start: int, end: int, first_line: int, max_line_bytes:
         yield last + 1, Unreadable(start, max(0, lost), _error_text(exc))
         return
     with stream:
-        for number, line in iter_lines(stream, max_line_bytes):
-            last = number + first_line - 1
-            yield last, line
+        last = yield from iter_lines(stream, max_line_bytes, first_line)
         fault = stream.fault
         cut = getattr(stream, "cut_line", 0)
     if fault is not None:
@@ -322,14 +325,8 @@ class _ReadLineBatches(beam.DoFn):
 
     def process(self, chunk: tuple[int, str, int, int, int]):
         index, path, start, end, first_line = chunk
-        batch: list[tuple[int, bytes | Unreadable]] = []
-        for item in read_chunk(path, start, end, first_line, self.max_line_bytes):
-            batch.append(item)
-            if len(batch) >= self.batch_lines:
-                progress.report_batch(batch)
-                yield path, index, batch
-                batch = []
-        if batch:
+        items = read_chunk(path, start, end, first_line, self.max_line_bytes)
+        while batch := list(islice(items, self.batch_lines)):  # taken in C, not line by line
             progress.report_batch(batch)
             yield path, index, batch
 
