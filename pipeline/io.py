@@ -287,10 +287,14 @@ class _FinalizePartition(beam.DoFn):
         # Pieces in input order (by their first row): one worker's pieces then follow each other,
         # so a file made of several needs no sort (a sorted copy of up to MAX_ROWS_PER_FILE rows),
         # and which rows share a file does not depend on the staging files' random names.
-        hidden = [read_piece(p).select(["_key", "_origin"]) for p in element[1]]
+        # An inline piece is read once: its bytes are held by the element anyway.
+        inline = [read_piece(p) if isinstance(p, bytes) else None for p in element[1]]
+        hidden = [(t if t is not None else read_piece(p)).select(["_key", "_origin"])
+                  for p, t in zip(element[1], inline, strict=True)]
         firsts = [_first_origin(h) for h in hidden]
         order = sorted(range(len(hidden)), key=firsts.__getitem__)
         pieces = [element[1][i] for i in order]
+        inline = [inline[i] for i in order]
         # Only the 16 bytes of key and order per row are kept for the whole partition, copied out
         # of the pieces: a staging file is a memory map, and its pages, once read, count in the
         # resident memory for as long as anything refers to the map.
@@ -340,8 +344,9 @@ class _FinalizePartition(beam.DoFn):
 
         times: list[str] = []
         offset = 0
-        for piece, size in zip(pieces, sizes, strict=True):
-            table = read_piece(piece)  # mapped again: each piece's pages are let go once its rows are written
+        for piece, size, ready in zip(pieces, sizes, inline, strict=True):
+            # a file is mapped again: each piece's pages are let go once its rows are written
+            table = ready if ready is not None else read_piece(piece)
             times = ["event_time"] if "event_time" in table.column_names else []
             piece_rows = None if kept_rows is None else kept_rows[offset:offset + size]
             offset += size
