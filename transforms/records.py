@@ -230,15 +230,20 @@ _SPACED_KEY_END = re.compile(rb'"[ \t\r\n]+:')  # a key ends with '":', or so wi
 def _key_count(value: Any) -> int:
     """Keys of every object in `value`, at any depth (repeats already merged by the parser)."""
     count = 0
-    stack = [value]
-    while stack:
-        node = stack.pop()
+    stack = [value] if type(value) in _NESTED else []
+    pop, push = stack.pop, stack.append
+    while stack:  # a loop, not recursion: a line may nest deeper than Python's recursion limit
+        node = pop()
         if type(node) is dict:
             count += len(node)
-            stack.extend(v for v in node.values() if type(v) in (dict, list))
-        elif type(node) is list:
-            stack.extend(v for v in node if type(v) in (dict, list))
+            node = node.values()
+        for v in node:
+            if type(v) in _NESTED:
+                push(v)
     return count
+
+
+_NESTED = (dict, list)
 
 
 def _pairs_unique(pairs: list[tuple[str, Any]]) -> dict:
