@@ -59,3 +59,27 @@ def test_every_line_is_written_or_skipped_in_one_and_two_processes(tmp_path, cap
         assert summary["rows_written"] > 0.9 * len(lines)
         counts.append((summary["rows_written"], summary["skipped_lines"]))
     assert counts[0] == counts[1]
+
+
+def test_back_to_back_runs_both_commits_on_the_same_work(capsys):
+    """bench/back_to_back.py with one commit on both sides: every run succeeds, both sides report
+    the same counts, a sum row gives the ratios, and its worktrees are gone afterwards."""
+    import subprocess
+
+    import back_to_back
+
+    if not os.path.isdir(os.path.join(ROOT, ".git")):
+        import pytest
+
+        pytest.skip("not a git checkout")
+    before = subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True, text=True).stdout
+    assert back_to_back.main(["--base", "HEAD", "--new", "HEAD", "--rounds", "1", "--records", "3000"]) == 0
+    out = capsys.readouterr().out
+    sums = [line for line in out.splitlines() if line.startswith("| sum |")]
+    assert len(sums) == 1 and sums[0].count("**") == 4
+    base = [line for line in out.splitlines() if line.startswith("- base")]
+    new = [line for line in out.splitlines() if line.startswith("- new")]
+    assert len(base) == len(new) == 1
+    assert "records in" in base[0] and base[0].split(": ", 1)[1] == new[0].split(": ", 1)[1]
+    after = subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True, text=True).stdout
+    assert after == before
