@@ -43,8 +43,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from obstore.store import RetryConfig
 
 TTL_ENV = "TELEMETRY_SANITIZER_LEASE_SECONDS"
 DEFAULT_TTL = 60.0
@@ -73,19 +76,27 @@ def ttl() -> float:
     return value
 
 
+# The probe that opens every lease is the first contact with the store: a store that cannot be
+# reached is reported after a few seconds, not after obstore's default 10 retries over up to
+# 3 minutes (20 s for a closed port), while a progress line has started to tick.
+PROBE_RETRIES: RetryConfig = {"max_retries": 3, "retry_timeout": timedelta(seconds=10)}
+
+
 @functools.lru_cache(maxsize=8)
-def open_store(location: str):
+def open_store(location: str, probe: bool = False):
     """An obstore store rooted at the location (S3 or Azure; credentials and endpoint from the
-    environment: AWS_* or AZURE_*, as delta-rs reads them)."""
+    environment: AWS_* or AZURE_*, as delta-rs reads them); with `probe`, one that gives up
+    sooner (PROBE_RETRIES)."""
     from pipeline.location import AZURE_SCHEMES, scheme
 
+    retry = PROBE_RETRIES if probe else None
     if scheme(location) in AZURE_SCHEMES:
         from obstore.store import AzureStore
 
-        return AzureStore.from_url(location)  # conditional puts are native on Azure
+        return AzureStore.from_url(location, retry_config=retry)  # conditional puts are native on Azure
     from obstore.store import S3Store
 
-    return S3Store.from_url(location, config={"conditional_put": "etag"})
+    return S3Store.from_url(location, config={"conditional_put": "etag"}, retry_config=retry)
 
 
 def _errors():
@@ -126,7 +137,8 @@ def _dead(store, meta: Any, now: datetime, own_ttl: float) -> bool:
 
 def server_now(store, location: str) -> datetime:
     """The store's clock, read from a probe object created twice with If-None-Match: * (the
-    second create must fail, or the store does not honour conditional writes: refused)."""
+    second create must fail, or the store does not honour conditional writes: refused).
+    Callers pass `open_store(location, probe=True)`."""
     import obstore
 
     errors = _errors()
@@ -268,7 +280,7 @@ def exclusive(location: str, key: str, what: str, wait: bool, on_wait: Callable[
     store = open_store(location)
     announced = False
     while True:
-        now = server_now(store, location)
+        now = server_now(open_store(location, probe=True), location)
         lease = Lease(store, key, what)
         got = lease.create()
         if not got:
@@ -307,7 +319,7 @@ def exclusive(location: str, key: str, what: str, wait: bool, on_wait: Callable[
 def shared(location: str, what: str, on_wait: Callable[[], None] | None) -> Lease:
     """Take a shared lease under SHARED: wait while a live exclusive lease exists."""
     store = open_store(location)
-    server_now(store, location)
+    server_now(open_store(location, probe=True), location)
     announced = False
     while True:
         lease = Lease(store, f"{SHARED}{uuid.uuid4().hex}", what)
