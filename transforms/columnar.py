@@ -364,9 +364,6 @@ def _sanitize_type(ctx: SanitizeContext, plan: _TypePlan, source_index: int, num
     # The rows the checks refused, and those `_extra_keys` refuses, go to the plain path; they are
     # left out by the gates' one filter (a filter copies every column of the table).
     alive = ok.to_numpy(zero_copy_only=False)
-    if not alive.any():
-        rerouted.extend(rows.tolist())
-        return 0, rerouted
     table = table.append_column("event_time", event_time)
     extra = _extra_keys(ctx, table, rows, raws, alive)
     if extra is not None and extra.rerouted:
@@ -433,12 +430,12 @@ def _extra_keys(ctx: SanitizeContext, table: pa.Table, rows: np.ndarray, raws: l
 
 
 def _gates(ctx: SanitizeContext, tpol: TypePolicy, table: pa.Table, rows: np.ndarray, stats: Counter,
-           withdrawals: dict[int, dict[str, int]] | None = None, alive: np.ndarray | None = None,
+           withdrawals: dict[int, dict[str, int]] | None, alive: np.ndarray,
            ) -> tuple[pa.Table, np.ndarray, pa.Array]:
     """Children, consent, withdrawals, retention, in the order of `sanitize_lines`; drops are counted.
     Rows not `alive` (taken by the plain path) are left out and not counted."""
     n = table.num_rows
-    live = pa.array(np.ones(n, dtype=bool) if alive is None else alive)
+    live = pa.array(alive)
     dropped = pc.invert(live)
     if not tpol.children_allowed:
         child = pc.and_(pc.fill_null(table.column("is_child"), False).combine_chunks(), live)

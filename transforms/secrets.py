@@ -456,22 +456,24 @@ def join_userinfo(text: str) -> str:
 # transforms/text*.py can change it (they all need white space, a separator such as ':', '=',
 # '/', '\\' or '@', a switch, or an `S-1-` account SID; tests/test_secrets.py checks this on
 # generated tokens). Such a value is clean when the secret rules do not match it either.
-SAFE_TOKEN = r"[A-Za-z0-9][A-Za-z0-9._+#-]{0,127}"
+_SAFE_FIRST, _SAFE_REST = "[A-Za-z0-9]", "[A-Za-z0-9._+#-]"
+SAFE_TOKEN = f"{_SAFE_FIRST}{_SAFE_REST}{{0,127}}"
 # Shorter than any match of a rule on such a token (token rules match 18+ characters; every
 # other rule needs a blank, ':', '=' or '/'; tests/test_secrets.py checks both on the rule file):
 # a safe token this short is clean without looking at the rules, which Arrow proves for whole columns.
-SAFE_SHORT_TOKEN = r"[A-Za-z0-9][A-Za-z0-9._+#-]{0,16}"
 SAFE_SHORT_MAX = 17
+SAFE_SHORT_TOKEN = f"{_SAFE_FIRST}{_SAFE_REST}{{0,{SAFE_SHORT_MAX - 1}}}"
 # Identifiers of lower-case hex digits and dashes (UUIDs, hashes): no token rule matches within
 # [0-9a-f-] (each needs another character, checked by the test; upper-case hex is not safe:
 # `ACCA` + 16 upper-case hex digits is an AWS key id), and the entropy check wants mixed case.
-HEX_ID = r"[0-9a-f][0-9a-f-]{0,127}"
+_HEX_FIRST, _HEX_REST = "[0-9a-f]", "[0-9a-f-]"
 HEX_ID_MAX = 128
+HEX_ID = f"{_HEX_FIRST}{_HEX_REST}{{0,{HEX_ID_MAX - 1}}}"
 # The same two shapes without their length bound, for Arrow's kernels: Arrow compiles a kernel's
 # pattern on every call, and RE2 unrolls a counted repeat into states (130-160 µs per call for the
 # bounded forms, 6-8 µs for these); the length is checked by a kernel of its own.
-SAFE_TOKEN_OPEN = r"[A-Za-z0-9][A-Za-z0-9._+#-]*"
-HEX_ID_OPEN = r"[0-9a-f][0-9a-f-]*"
+SAFE_TOKEN_OPEN = f"{_SAFE_FIRST}{_SAFE_REST}*"
+HEX_ID_OPEN = f"{_HEX_FIRST}{_HEX_REST}*"
 SID_LIKE = r"(?i)s-1-[0-9]"
 _SAFE_TOKEN_RE = re.compile(SAFE_TOKEN)
 _SID_LIKE_RE = re.compile(SID_LIKE)
